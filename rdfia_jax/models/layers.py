@@ -1,0 +1,69 @@
+"""Pooling layers with exactly torchvision's semantics, in NHWC."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _adaptive_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """Averaging matrix (size_out, size_in) of torch's adaptive pooling windows.
+
+    Window i covers [floor(i * in / out), ceil((i + 1) * in / out)), as in ATen.
+    """
+    m = np.zeros((size_out, size_in), np.float32)
+    for i in range(size_out):
+        start = (i * size_in) // size_out
+        end = -((-(i + 1) * size_in) // size_out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarray:
+    """``torch.nn.AdaptiveAvgPool2d`` for NHWC input, at any input size (static shapes).
+
+    Args:
+      x: (N, H, W, C).
+      output_size: (out_h, out_w).
+    Returns:
+      (N, out_h, out_w, C).
+    """
+    _, h, w, _ = x.shape
+    oh, ow = output_size
+    if (h, w) == (oh, ow):
+        return x
+    if h % oh == 0 and w % ow == 0:  # uniform windows: a plain reshape-mean is cheaper
+        n, _, _, c = x.shape
+        return x.reshape(n, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
+    # Overlapping/uneven windows: separable averaging matrices (exact, differentiable).
+    ph = jnp.asarray(_adaptive_matrix(h, oh), x.dtype)
+    pw = jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
+    return jnp.einsum("oh,nhwc,pw->nopc", ph, x, pw)
+
+
+def max_pool(x: jnp.ndarray, window: int, stride: int, *, ceil_mode: bool = False) -> jnp.ndarray:
+    """``torch.nn.MaxPool2d(window, stride, padding=0, ceil_mode=...)`` for NHWC input.
+
+    With ``ceil_mode`` the output size is ceil((H - k) / s) + 1, dropping a last window that would
+    start outside the input, as torch does; the partial window is padded with -inf.
+    """
+    _, h, w, _ = x.shape
+
+    def out_size(n: int) -> int:
+        if not ceil_mode:
+            return (n - window) // stride + 1
+        o = math.ceil((n - window) / stride) + 1
+        if (o - 1) * stride >= n:
+            o -= 1
+        return o
+
+    oh, ow = out_size(h), out_size(w)
+    pad_h = max(0, (oh - 1) * stride + window - h)
+    pad_w = max(0, (ow - 1) * stride + window - w)
+    init = jnp.array(-jnp.inf, x.dtype)
+    return jax.lax.reduce_window(
+        x, init, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
+        ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
