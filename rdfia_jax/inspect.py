@@ -29,7 +29,7 @@ def _param_counts(module: nnx.Module) -> dict[str, int]:
     """Parameters per top-level attribute (conv1_1, fc6, fire2, ...)."""
     counts: dict[str, int] = {}
     for path, leaf in nnx.to_flat_state(nnx.state(module, nnx.Param)):
-        counts[str(path[0])] = counts.get(str(path[0]), 0) + int(np.prod(leaf.value.shape))
+        counts[str(path[0])] = counts.get(str(path[0]), 0) + int(np.prod(leaf.get_value().shape))
     return counts
 
 

@@ -1,0 +1,213 @@
+"""One benchmark harness for every section: rdfia-jax against the PyTorch practical, same inputs.
+
+Each ``benchmarks/workloads_<area>.py`` defines ``workloads() -> list[Workload]``. A workload is one
+hot loop in one framework; a JAX and a torch workload with the same ``name`` form one row. Each
+framework runs in its own process (no thread-pool or allocator interference), the first call is
+timed separately as compile/warm-up time, and the row reports medians and the speed-up
+``torch median / jax median`` (> 1: rdfia-jax is faster).
+
+Usage::
+
+    python -m benchmarks.harness run                       # everything, float32, writes RESULTS.md
+    python -m benchmarks.harness run --filter vgg16 --precision bfloat16 --no-write
+    python -m benchmarks.harness list
+
+Precision: "float32" means full float32 everywhere (JAX matmul precision "highest"; torch with TF32
+off), "bfloat16" casts parameters and inputs to bfloat16 in both frameworks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- harness:begin -->", "<!-- harness:end -->"
+
+
+@dataclasses.dataclass
+class Workload:
+    """One hot loop in one framework.
+
+    Attributes:
+      name: row name shared by the JAX and torch versions, e.g. "vgg16_infer_b8".
+      framework: "jax" or "torch".
+      setup: ``setup(precision) -> run_once``; ``run_once()`` runs one iteration and blocks until its
+        results are computed (``jax.block_until_ready`` / ``torch.cuda.synchronize``).
+      items: items processed by one ``run_once`` (images, steps), for throughput.
+      unit: what ``items`` counts.
+      section: report section, for grouping.
+    """
+
+    name: str
+    framework: str
+    setup: Callable[[str], Callable[[], object]]
+    items: int = 1
+    unit: str = "images"
+    section: str = ""
+
+
+def discover(filter_re: str = "") -> list[Workload]:
+    found: list[Workload] = []
+    for path in sorted(HERE.glob("workloads_*.py")):
+        module = importlib.import_module(f"benchmarks.{path.stem}")
+        found.extend(module.workloads())
+    pat = re.compile(filter_re) if filter_re else None
+    return [w for w in found if pat is None or pat.search(w.name)]
+
+
+def _time(run: Callable[[], object], min_repeats: int, min_seconds: float) -> tuple[float, list[float]]:
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (time.perf_counter() - start < min_seconds and len(times) < 200):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+def run_framework(framework: str, filter_re: str, precision: str, repeats: int, seconds: float) -> list[dict]:
+    """Run every workload of one framework in this process; returns one dict per workload."""
+    if framework == "jax":
+        import jax
+        jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "default")
+        device = jax.devices()[0].device_kind
+        version = f"jax {jax.__version__}"
+    else:
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    rows = []
+    for w in discover(filter_re):
+        if w.framework != framework:
+            continue
+        try:
+            run = w.setup(precision)
+            first, times = _time(run, repeats, seconds)
+            med = statistics.median(times)
+            rows.append(dict(name=w.name, framework=framework, section=w.section, unit=w.unit, items=w.items,
+                             median_s=med, first_s=first, compile_s=max(0.0, first - med), n=len(times),
+                             throughput=w.items / med, device=device, version=version, precision=precision))
+        except Exception as err:  # a failing workload is reported, the others still run
+            rows.append(dict(name=w.name, framework=framework, section=w.section, error=f"{type(err).__name__}: {err}",
+                             device=device, version=version, precision=precision))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def combine(rows: list[dict]) -> list[dict]:
+    by_name: dict[str, dict] = {}
+    for r in rows:
+        by_name.setdefault(r["name"], {})[r["framework"]] = r
+    table = []
+    for name, d in by_name.items():
+        j, t = d.get("jax"), d.get("torch")
+        ratio = (t["median_s"] / j["median_s"]) if j and t and "median_s" in j and "median_s" in t else None
+        table.append(dict(name=name, jax=j, torch=t, speedup=ratio))
+    return table
+
+
+def _fmt(r: dict | None) -> str:
+    if r is None:
+        return "-"
+    if "error" in r:
+        return f"error: {r['error'][:60]}"
+    return f"{1e3 * r['median_s']:.1f} ms ({r['throughput']:.1f} {r['unit']}/s)"
+
+
+def to_markdown(table: list[dict], precision: str) -> str:
+    any_row = next((r["jax"] or r["torch"] for r in table if r["jax"] or r["torch"]), {})
+    jax_v = next((r["jax"]["version"] for r in table if r["jax"]), "-")
+    torch_v = next((r["torch"]["version"] for r in table if r["torch"]), "-")
+    lines = [f"### {datetime.date.today().isoformat()} - {machine()} - device {any_row.get('device', '?')} - "
+             f"precision {precision}", "", f"Versions: {jax_v}; {torch_v}.", "",
+             "| workload | rdfia-jax median (throughput) | JAX compile s | PyTorch median (throughput) | speed-up (torch/jax) |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in table:
+        comp = f"{r['jax']['compile_s']:.1f}" if r["jax"] and "compile_s" in r["jax"] else "-"
+        sp = f"**{r['speedup']:.2f}x**" if r["speedup"] else "-"
+        lines.append(f"| {r['name']} | {_fmt(r['jax'])} | {comp} | {_fmt(r['torch'])} | {sp} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(md: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in text:
+        text += "\n" + BEGIN + "\n" + END + "\n"
+    head, rest = text.split(BEGIN, 1)
+    body, tail = rest.split(END, 1)
+    RESULTS.write_text(head + BEGIN + "\n" + md + "\n" + body.lstrip("\n") + END + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("run", "list", "worker"), help="run both frameworks / list workloads")
+    ap.add_argument("--filter", default="", help="regular expression on workload names")
+    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="compute precision")
+    ap.add_argument("--frameworks", default="jax,torch", help="comma-separated frameworks to run")
+    ap.add_argument("--repeats", type=int, default=5, help="minimum timed repeats after warm-up (default 5)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per workload (default 3)")
+    ap.add_argument("--json-out", default=None, help="also write the combined rows as JSON here")
+    ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--framework", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.command == "list":
+        for w in discover(args.filter):
+            print(f"{w.section:<10} {w.framework:<6} {w.name}")
+        return 0
+    if args.command == "worker":
+        print(json.dumps(run_framework(args.framework, args.filter, args.precision, args.repeats, args.seconds)))
+        return 0
+    rows: list[dict] = []
+    for fw in args.frameworks.split(","):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.harness", "worker", "--framework", fw,
+                               "--filter", args.filter, "--precision", args.precision,
+                               "--repeats", str(args.repeats), "--seconds", str(args.seconds)],
+                              cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            print(f"{fw} worker failed (exit {proc.returncode})", file=sys.stderr)
+            continue
+        rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
+    table = combine(rows)
+    md = to_markdown(table, args.precision)
+    print(md)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(table, indent=1))
+    if not args.no_write:
+        write_results(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

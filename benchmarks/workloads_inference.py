@@ -1,0 +1,62 @@
+"""Section 1.1 workloads: ImageNet-model inference (logits of a batch) at batch 1 / 8 / 32."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.harness import Workload
+
+BATCHES = (1, 8, 32)
+SIZE = 224
+
+
+def _inputs(batch: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def _jax_setup(model: str, batch: int):
+    def setup(precision: str):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from rdfia_jax import models
+
+        dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+        graphdef, state = nnx.split(models.create(model, dtype=dtype))
+        state = jax.tree.map(lambda a: a.astype(dtype), state)
+        x = jnp.asarray(_inputs(batch), dtype)
+        fn = jax.jit(lambda s, v: models.forward(graphdef, s, v)[0])
+        return lambda: fn(state, x).block_until_ready()
+    return setup
+
+
+def _torch_setup(model: str, batch: int):
+    def setup(precision: str):
+        import torch
+
+        from benchmarks.torch_models import MODELS
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        net = MODELS[model]().eval().to(dev, dtype)
+        x = torch.from_numpy(_inputs(batch).transpose(0, 3, 1, 2).copy()).to(dev, dtype)
+
+        def run():
+            with torch.inference_mode():
+                out = net(x)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            return out
+        return run
+    return setup
+
+
+def workloads() -> list[Workload]:
+    out = []
+    for model in ("vgg16",):
+        for b in BATCHES:
+            name = f"{model}_infer_b{b}"
+            out.append(Workload(name, "jax", _jax_setup(model, b), b, "images", "1.1"))
+            out.append(Workload(name, "torch", _torch_setup(model, b), b, "images", "1.1"))
+    return out
