@@ -37,17 +37,21 @@ class Preprocessing:
         x = jnp.asarray(images01, jnp.float32)
         if self.bgr:
             x = x[..., ::-1]
-        mean = jnp.asarray(self.mean, jnp.float32)
-        std = jnp.asarray(self.std, jnp.float32)
+        mean, std = self._channel_stats(x.ndim)
         return (x * jnp.float32(self.scale) - mean) / std
 
     def denormalize(self, x: Any) -> jnp.ndarray:
         """Model input -> RGB float images in [0, 1] (not clipped)."""
         x = jnp.asarray(x, jnp.float32)
-        mean = jnp.asarray(self.mean, jnp.float32)
-        std = jnp.asarray(self.std, jnp.float32)
+        mean, std = self._channel_stats(x.ndim)
         x = (x * std + mean) / jnp.float32(self.scale)
         return x[..., ::-1] if self.bgr else x
+
+    def _channel_stats(self, ndim: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        # explicit broadcast shape: rank promotion stays strict in tests
+        shape = (1,) * (ndim - 1) + (3,)
+        return (jnp.asarray(self.mean, jnp.float32).reshape(shape),
+                jnp.asarray(self.std, jnp.float32).reshape(shape))
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (low, high) of valid pixels ([0, 1] RGB) in model space, shape (3,) each."""
