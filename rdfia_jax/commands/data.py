@@ -1,0 +1,82 @@
+"""``rdfia-jax data prepare NAME`` and ``rdfia-jax data list``."""
+
+from __future__ import annotations
+
+import argparse
+
+from rdfia_jax.errors import RdfiaError
+
+_WHERE = {
+    "mnist": "raw: DIR/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (official files, checksum-verified)",
+    "fashion_mnist": "raw: DIR/fashion_mnist/*.gz (same names as MNIST) or /usr/share/datasets/fashion-mnist",
+    "mnistm": "built from MNIST + DIR/bsds500/train/*.jpg (200 BSDS500 train images), seeded",
+    "digits": "embedded (scikit-learn handwritten digits, 28x28) -- NOT MNIST, no download",
+    "digits_m": "embedded (digits on scikit-learn's sample photos) -- NOT MNIST-M, no download",
+    "scene15": "raw: DIR/15SceneData/{train,test}/<class>/*.jpg or DIR/15SceneData.zip",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="prepare and list datasets (MNIST, MNIST-M, 15 Scene, ...)",
+                                   description="Prepare datasets once from local raw files (no download) "
+                                   "into tensorflow-datasets array_record files, and list them.")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    from rdfia_jax.data.store import PREPARABLE
+
+    prep = sub.add_parser("prepare", help="build the prepared copy of a dataset (once; atomic)")
+    prep.add_argument("name", choices=PREPARABLE, help="dataset to prepare")
+    prep.add_argument("--data-dir", default=None,
+                      help="folder holding the raw files (default: $RDFIA_JAX_DATA or ~/.cache/rdfia-jax/data)")
+    prep.add_argument("--seed", type=int, default=0, help="composition seed for mnistm / digits_m (default 0)")
+    prep.add_argument("--bsds-dir", default=None,
+                      help="folder of the BSDS500 train JPEGs for mnistm (default DATA_DIR/bsds500/train)")
+    prep.add_argument("--download", action="store_true",
+                      help="mnist/fashion_mnist/mnistm: first download missing IDX files from the official "
+                      "mirrors into DATA_DIR (checksum-verified); fails at once without network")
+    prep.add_argument("--force", action="store_true", help="rebuild even if a complete prepared copy exists")
+    prep.add_argument("--format", choices=("array_record", "npz"), default=None,
+                      help="storage format (default: array_record via tensorflow-datasets when installed, else npz)")
+    prep.set_defaults(func=_prepare)
+
+    lst = sub.add_parser("list", help="list the datasets, where their raw files go, and what is prepared")
+    lst.set_defaults(func=_list)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from rdfia_jax.data import store
+
+    if args.download:
+        from rdfia_jax.data import digits
+
+        if args.name not in ("mnist", "fashion_mnist", "mnistm"):
+            raise RdfiaError(f"--download applies to mnist, fashion_mnist and mnistm, not {args.name}")
+        where = digits.download_idx("fashion_mnist" if args.name == "fashion_mnist" else "mnist", args.data_dir)
+        print(f"raw files in {where}")
+    already = store.is_prepared(args.name, args.seed) and not args.force and args.format in (None, _default_fmt())
+    vdir = store.prepare(args.name, data_dir=args.data_dir, seed=args.seed, bsds_dir=args.bsds_dir,
+                         force=args.force, fmt=args.format)
+    print(f"{args.name}: {'already prepared' if already else 'prepared'} in {vdir}")
+    return 0
+
+
+def _default_fmt() -> str:
+    from rdfia_jax.data import store
+
+    return "array_record" if store.have_array_record() else "npz"
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rdfia_jax.data import store
+    from rdfia_jax import paths
+
+    print(f"data folder: {paths.data_dir()} (set RDFIA_JAX_DATA or pass --data-dir to change)")
+    print(f"prepared format: {_default_fmt()}")
+    for row in store.list_datasets():
+        name = row["name"] + (f" (seed {row['seed']})" if row["seed"] is not None else "")
+        state = "prepared" if row["prepared"] else "not prepared"
+        print(f"  {name:<22} {state:<13} {_WHERE[row['name']]}")
+        if row["prepared"]:
+            print(f"  {'':<22} {'':<13} at {row['path']}")
+    print("  imagenet_val_25        (read directly) DIR/imagenet_val_25/imagenet_val_25.npz (X, y; never unpickled)")
+    return 0
