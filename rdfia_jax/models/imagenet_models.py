@@ -83,14 +83,15 @@ class VGG16(nnx.Module):
     name = "vgg16"
 
     def __init__(self, *, rngs: nnx.Rngs, num_classes: int = 1000, width: float = 1.0, dtype=None):
-        self.conv_names: list[str] = []
+        conv_names: list[str] = []
         cin = 3
         for b, block in enumerate(self.BLOCKS, start=1):
             for i, cout in enumerate(block, start=1):
                 cout = _width(cout, width)
                 setattr(self, f"conv{b}_{i}", _conv(cin, cout, 3, rngs, pad=1, dtype=dtype))
-                self.conv_names.append(f"conv{b}_{i}")
+                conv_names.append(f"conv{b}_{i}")
                 cin = cout
+        self.conv_names = tuple(conv_names)  # a tuple keeps the graphdef hashable (jit static arg)
         hidden = _width(4096, width)
         self.fc6 = _linear(cin * 7 * 7, hidden, rngs, dtype)
         self.fc7 = _linear(hidden, hidden, rngs, dtype)
