@@ -1,0 +1,111 @@
+"""Write small weight files in the published on-disk layouts (for tests and demos; no torch needed).
+
+:func:`random_source_tensors` makes random weights with the *source* names and shapes of a
+(model, source) pair at a reduced width; :func:`write_source_file` writes them as a torchvision
+``.pth`` (legacy or zip), a timm ``model.safetensors`` or a Keras ``.h5``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from rdfia_jax.weights.pth import save_pth
+from rdfia_jax.weights.sources import _FC6_GRID, LAYOUTS
+
+# Layer order of Keras' VGG16 (weightless layers included, as in the published file).
+KERAS_VGG16_LAYERS = (
+    ["input_1"]
+    + [f"block{b}_{kind}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3))
+       for kind in [f"conv{i}" for i in range(1, n + 1)] + ["pool"]]
+    + ["flatten", "fc1", "fc2", "predictions"])
+
+
+def _source_shape(kind: str, kernel_shape: tuple[int, ...], model: str) -> tuple[int, ...]:
+    if kind == "conv":
+        kh, kw, cin, cout = kernel_shape
+        return (cout, cin, kh, kw)
+    if kind in ("linear", "fc_chw"):
+        return (kernel_shape[1], kernel_shape[0])
+    if kind == "conv_fc":
+        grid = _FC6_GRID[model]
+        return (kernel_shape[1], kernel_shape[0] // (grid * grid), grid, grid)
+    if kind == "conv1x1_fc":
+        return (kernel_shape[1], kernel_shape[0], 1, 1)
+    return tuple(kernel_shape)  # keras
+
+
+def random_source_tensors(model: str, source: str, *, width: float = 1.0 / 16,
+                          num_classes: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 weights named and shaped as in the published (model, source) file.
+
+    He-scaled weights keep activations O(1) through the network; biases are random too so that a
+    mis-mapped bias shows up.
+    """
+    from rdfia_jax import models
+
+    module = models.abstract(model, width=width, num_classes=num_classes)
+    shapes = {tuple(str(k) for k in p): v.get_value().shape
+              for p, v in nnx.to_flat_state(nnx.split(module)[1])}
+    rng = np.random.default_rng(seed)
+    sep, weight = ("/", "kernel") if source == "keras" else (".", "weight")
+    out: dict[str, np.ndarray] = {}
+    for our, prefix, kind in LAYOUTS[(model, source)]:
+        kshape = shapes[our + ("kernel",)]
+        fan_in = int(np.prod(kshape[:-1]))
+        shape = _source_shape(kind, kshape, model)
+        out[f"{prefix}{sep}{weight}"] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        out[f"{prefix}{sep}bias"] = (0.1 * rng.standard_normal(kshape[-1])).astype(np.float32)
+    return out
+
+
+def write_keras_h5(path: str | os.PathLike, tensors: dict[str, np.ndarray], *,
+                   layer_names: list[str] | None = None) -> None:
+    """Keras 2 ``model.save_weights`` layout: root attr ``layer_names``; each layer group has attr
+    ``weight_names`` and datasets ``<layer>/<layer>/kernel:0`` and ``.../bias:0``."""
+    import h5py
+
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in tensors.items():
+        layer, what = key.split("/")
+        layers.setdefault(layer, {})[what] = arr
+    names = layer_names or (KERAS_VGG16_LAYERS if set(layers) <= set(KERAS_VGG16_LAYERS) else list(layers))
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in names])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.1.2"
+        for name in names:
+            g = f.create_group(name)
+            weights = layers.get(name, {})
+            wnames = [f"{name}/{w}:0" for w in ("kernel", "bias") if w in weights]
+            g.attrs["weight_names"] = np.array([w.encode() for w in wnames], dtype="S")
+            for w in ("kernel", "bias"):
+                if w in weights:
+                    g.create_dataset(f"{name}/{w}:0", data=weights[w])
+
+
+def write_source_file(path: str | os.PathLike, source: str, tensors: dict[str, np.ndarray], *,
+                      layout: str = "legacy") -> Path:
+    """Write ``tensors`` as the published file of ``source`` would be laid out.
+
+    Args:
+      path: output file.
+      source: "torchvision" (``.pth``), "timm" (safetensors) or "keras" (HDF5).
+      tensors: source-named arrays (see :func:`random_source_tensors`).
+      layout: for torchvision: "legacy" (2017 files: pre-zip, ``_rebuild_tensor``) or "zip".
+    """
+    path = Path(path)
+    if source == "torchvision":
+        save_pth(path, tensors, legacy=(layout == "legacy"), old_rebuild=(layout == "legacy"))
+    elif source == "timm":
+        from safetensors.numpy import save_file
+
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    elif source == "keras":
+        write_keras_h5(path, tensors)
+    else:
+        raise ValueError(source)
+    return path
