@@ -190,7 +190,7 @@ def load_network(name: str, weights: str | os.PathLike | None = None, *,
     models = _models()
     name = models.canonical_name(name)
     if random_weights:
-        module = models.create(name, rngs=nnx.Rngs(seed))
+        module = models.create(name, seed=seed)
         return models.Network.from_module(
             name, module, TORCHVISION, f"RANDOM weights, seed {seed} (outputs are meaningless)")
     if weights is None:
