@@ -1,0 +1,247 @@
+"""Classifiers on frozen deep features: linear SVM (with a cross-validated C), PCA + SVM, a new FC head.
+
+The practical's recipe: L2-normalize each feature vector, fit ``sklearn.svm.LinearSVC(C=1)`` on the
+train split, report accuracy on the test split. C is chosen by cross-validation on the train split
+only; test accuracies of every C are reported beside it but never used to choose.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rdfia_jax.data.batching import epoch_order
+from rdfia_jax.errors import RdfiaError
+
+
+def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Each row divided by its Euclidean norm (rows of zeros stay zero)."""
+    x = np.asarray(features, np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.float32(eps))
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> None:
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise RdfiaError(f"{what}: features {x.shape} and labels {y.shape} disagree")
+    if x.shape[0] == 0:
+        raise RdfiaError(f"{what}: no examples")
+
+
+def _linear_svc(C: float, seed: int):
+    from sklearn.svm import LinearSVC
+    return LinearSVC(C=C, random_state=seed)
+
+
+def svm_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                 C: float = 1.0, normalize: bool = True, seed: int = 0) -> dict:
+    """Fit a LinearSVC on train, score on test.
+
+    Args:
+      train_x, train_y, test_x, test_y: features (N, D) and int labels (N,).
+      C: SVM regularization.
+      normalize: L2-normalize features first (the practical does).
+      seed: LinearSVC's random_state.
+    Returns:
+      dict with ``accuracy``, ``fit_s``, ``predict_s``, ``dims``, ``converged``.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    _check_xy(train_x, train_y, "train")
+    _check_xy(test_x, test_y, "test")
+    if normalize:
+        train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
+    clf = _linear_svc(C, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(train_x, train_y)
+        fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = clf.predict(test_x)
+    predict_s = time.perf_counter() - t0
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return {"accuracy": float(np.mean(pred == test_y)), "fit_s": fit_s, "predict_s": predict_s,
+            "dims": int(train_x.shape[1]), "converged": converged, "C": float(C)}
+
+
+def c_sweep(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+            Cs: Sequence[float] = (1.0, 5.0, 10.0, 20.0), *, folds: int = 5, normalize: bool = True,
+            seed: int = 0) -> dict:
+    """Choose C by stratified k-fold cross-validation on the train split; report test accuracy of all.
+
+    Returns:
+      dict with ``best_C`` (highest mean CV accuracy; ties -> smallest C), ``cv`` {C: mean CV accuracy},
+      ``test`` {C: svm_accuracy(...) dict}, ``folds``.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    _check_xy(train_x, train_y, "train")
+    if normalize:
+        train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
+    present = np.bincount(train_y)
+    min_count = int(present[present > 0].min())
+    folds = max(2, min(folds, min_count))
+    if min_count < 2:
+        raise RdfiaError("C sweep needs at least 2 train images per class for cross-validation")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    cv_scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings are reported by svm_accuracy below
+        for C in Cs:
+            cv_scores[float(C)] = float(np.mean(cross_val_score(_linear_svc(C, seed), train_x, train_y, cv=cv)))
+    best = max(cv_scores, key=lambda c: (cv_scores[c], -c))
+    tests = {float(C): svm_accuracy(train_x, train_y, test_x, test_y, C=C, normalize=False, seed=seed) for C in Cs}
+    return {"best_C": best, "cv": cv_scores, "test": tests, "folds": folds}
+
+
+def pca_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+            variance: float = 0.90, C: float = 1.0, normalize: bool = True, seed: int = 0) -> dict:
+    """PCA fitted on train keeping ``variance`` of the variance, then LinearSVC; timed against no PCA.
+
+    Features are L2-normalized before PCA (the practical's features), and the reduced features are
+    L2-normalized again before the SVM.
+
+    Returns:
+      dict with ``dims_in``, ``dims_kept``, ``variance_kept`` (actual share), ``accuracy``,
+      ``pca_fit_s``, ``fit_s`` (SVM on reduced), ``predict_s`` (projection + SVM), and ``baseline``
+      (svm_accuracy without PCA).
+    """
+    from sklearn.decomposition import PCA
+
+    if not 0.0 < variance <= 1.0:
+        raise RdfiaError(f"PCA variance share must be in (0, 1]; got {variance}")
+    _check_xy(train_x, train_y, "train")
+    if normalize:
+        train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
+    baseline = svm_accuracy(train_x, train_y, test_x, test_y, C=C, normalize=False, seed=seed)
+    pca = PCA(n_components=variance if variance < 1.0 else None, svd_solver="full", random_state=seed)
+    t0 = time.perf_counter()
+    train_r = pca.fit_transform(train_x)
+    pca_fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test_r = pca.transform(test_x)
+    project_s = time.perf_counter() - t0
+    reduced = svm_accuracy(train_r, train_y, test_r, test_y, C=C, normalize=normalize, seed=seed)
+    return {"dims_in": int(train_x.shape[1]), "dims_kept": int(pca.n_components_),
+            "variance_kept": float(np.sum(pca.explained_variance_ratio_)), "variance_target": float(variance),
+            "accuracy": reduced["accuracy"], "pca_fit_s": pca_fit_s, "fit_s": reduced["fit_s"],
+            "predict_s": project_s + reduced["predict_s"], "converged": reduced["converged"],
+            "explained_variance_ratio": pca.explained_variance_ratio_.astype(float).tolist(),
+            "baseline": baseline}
+
+
+# ----------------------------------------------------------------------------------------------
+# A new fully-connected head (optionally with the last layers fine-tuned), trained with optax
+# ----------------------------------------------------------------------------------------------
+
+def _dense_init(key: jax.Array, d_in: int, d_out: int) -> dict:
+    # torch.nn.Linear's default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias
+    bound = float(1.0 / np.sqrt(d_in))
+    kw, kb = jax.random.split(key)
+    return {"kernel": jax.random.uniform(kw, (d_in, d_out), jnp.float32, -bound, bound),
+            "bias": jax.random.uniform(kb, (d_out,), jnp.float32, -bound, bound)}
+
+
+def head_apply(params: dict, x: jnp.ndarray) -> jnp.ndarray:
+    """Logits of the head: optional fine-tuned layers (``hidden``: list of dense, ReLU) then ``out``."""
+    for layer in params.get("hidden", []):
+        x = jax.nn.relu(x @ layer["kernel"] + layer["bias"][None, :])
+    return x @ params["out"]["kernel"] + params["out"]["bias"][None, :]
+
+
+def train_head(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+               num_classes: int, epochs: int = 5, batch_size: int = 32, learning_rate: float = 1e-3,
+               momentum: float = 0.9, optimizer: str = "sgd", seed: int = 0,
+               hidden: Sequence[dict] | None = None) -> dict:
+    """Train a new FC layer on frozen features with optax, measuring test accuracy after every epoch.
+
+    With ``hidden`` (dense layers ``{"kernel": (in, out), "bias": (out,)}`` initialized from the network,
+    e.g. fc7, or fc6 and fc7) those layers are fine-tuned too, on the frozen activation that feeds them.
+
+    Args:
+      train_x, train_y, test_x, test_y: frozen features (N, D) and labels.
+      num_classes: outputs of the new layer.
+      epochs: passes over the train split.
+      batch_size: examples per step (the last partial batch of an epoch is masked, not dropped).
+      learning_rate: step size.
+      momentum: SGD momentum (the practical's optimizer is SGD with momentum).
+      optimizer: "sgd" or "adam".
+      seed: initialization and shuffling seed.
+      hidden: layers to fine-tune before the new head.
+    Returns:
+      dict with ``test_accuracy`` (per epoch, list), ``train_loss`` (per epoch), ``accuracy`` (last),
+      ``fit_s``, ``steps``, ``trace_count``.
+    """
+    _check_xy(train_x, train_y, "train")
+    _check_xy(test_x, test_y, "test")
+    if epochs < 1:
+        raise RdfiaError(f"epochs must be at least 1; got {epochs}")
+    key = jax.random.PRNGKey(seed)
+    hidden_params = [{"kernel": jnp.asarray(h["kernel"], jnp.float32), "bias": jnp.asarray(h["bias"], jnp.float32)}
+                     for h in (hidden or [])]
+    d_out_prev = hidden_params[-1]["kernel"].shape[1] if hidden_params else train_x.shape[1]
+    params = {"hidden": hidden_params, "out": _dense_init(key, d_out_prev, num_classes)}
+    if optimizer == "sgd":
+        tx = optax.sgd(learning_rate, momentum=momentum)
+    elif optimizer == "adam":
+        tx = optax.adam(learning_rate)
+    else:
+        raise RdfiaError(f"unknown optimizer {optimizer!r}; choose sgd or adam")
+    opt_state = tx.init(params)
+    counter = {"traces": 0}
+
+    def loss_fn(p, x, y, mask):
+        logits = head_apply(p, x)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), jnp.float32(1.0))
+
+    @jax.jit
+    def step(p, s, x, y, mask):
+        counter["traces"] += 1
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, mask)
+        # optax's Adam bias correction computes float ** int32 count, which strict dtype promotion
+        # (turned on in the test suite) rejects; the update itself is unaffected by this scope.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    @jax.jit
+    def predict(p, x):
+        return jnp.argmax(head_apply(p, x), axis=-1)
+
+    train_x = np.asarray(train_x, np.float32)
+    test_x_dev = jnp.asarray(test_x, jnp.float32)
+    n = train_x.shape[0]
+    bs = min(batch_size, n)
+    curve, losses = [], []
+    t0 = time.perf_counter()
+    steps = 0
+    for epoch in range(epochs):
+        order = epoch_order(n, seed, epoch)
+        epoch_loss, count = 0.0, 0
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            mask = np.zeros(bs, np.float32)
+            mask[: idx.size] = 1.0
+            idx = np.concatenate([idx, np.zeros(bs - idx.size, np.int64)])  # pad: one compiled shape
+            params, opt_state, loss = step(params, opt_state, jnp.asarray(train_x[idx]),
+                                           jnp.asarray(train_y[idx], jnp.int32), jnp.asarray(mask))
+            epoch_loss += float(loss) * int(mask.sum())
+            count += int(mask.sum())
+            steps += 1
+        losses.append(epoch_loss / count)
+        pred = np.asarray(predict(params, test_x_dev))
+        curve.append(float(np.mean(pred == test_y)))
+    fit_s = time.perf_counter() - t0
+    return {"test_accuracy": curve, "train_loss": losses, "accuracy": curve[-1], "fit_s": fit_s, "steps": steps,
+            "trace_count": counter["traces"], "params": params}
+
+
+__all__ = ["l2_normalize", "svm_accuracy", "c_sweep", "pca_svm", "train_head", "head_apply"]
