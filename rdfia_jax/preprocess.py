@@ -49,7 +49,7 @@ class Preprocessing:
 
     def _channel_stats(self, ndim: int) -> tuple[jnp.ndarray, jnp.ndarray]:
         # explicit broadcast shape: rank promotion stays strict in tests
-        shape = (1,) * (ndim - 1) + (3,)
+        shape = (1,) * (ndim - 1) + (len(self.mean),)
         return (jnp.asarray(self.mean, jnp.float32).reshape(shape),
                 jnp.asarray(self.std, jnp.float32).reshape(shape))
 

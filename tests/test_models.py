@@ -202,3 +202,20 @@ def test_bad_input_shape_errors():
         module(jnp.zeros((1, 3, 64, 64)))
     with pytest.raises(RdfiaError, match="at least 17x17"):
         module(jnp.zeros((1, 8, 8, 3)))
+
+
+def test_perturb_gives_gradient_wrt_named_activation():
+    """d logit / d perturb[layer] at zero == d logit / d activation (checked by the chain rule on the tail)."""
+    module = models.create("squeezenet1_1", width=1 / 8, num_classes=4)
+    graphdef, state = nnx.split(module)
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(1, 40, 40, 3)), jnp.float32)
+    _, acts = models.forward(graphdef, state, x, ("relu10",))
+    zero = jnp.zeros_like(acts["relu10"])
+    g = jax.grad(lambda p: models.forward(graphdef, state, x, perturb={"relu10": p})[0][0, 1])(zero)
+    # after relu10 only the global average pool remains: the gradient is 1/(H*W) on channel 1
+    hw = acts["relu10"].shape[1] * acts["relu10"].shape[2]
+    want = np.zeros(acts["relu10"].shape, np.float32)
+    want[..., 1] = 1.0 / hw
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-6)
+    with pytest.raises(RdfiaError, match="unknown layer 'nope'"):
+        models.forward(graphdef, state, x, perturb={"nope": zero})

@@ -94,8 +94,14 @@ def _forward_jit(graphdef, state, x, capture):
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jnp.ndarray, capture: tuple[str, ...] = (),
-            dropout_key: jax.Array | None = None):
-    """Pure forward pass: ``(logits, {name: activation})``. Safe to call inside ``jax.jit``/``grad``."""
+            dropout_key: jax.Array | None = None, perturb: dict | None = None):
+    """Pure forward pass: ``(logits, {name: activation})``. Safe to call inside ``jax.jit``/``grad``.
+
+    ``perturb`` ({layer: array}) is added to those activations; differentiate w.r.t. it (at zero) to
+    get the gradient of any output w.r.t. any named layer.
+    """
+    if perturb:
+        return nnx.merge(graphdef, state)(x, capture=capture, dropout_key=dropout_key, perturb=perturb)
     return nnx.merge(graphdef, state)(x, capture=capture, dropout_key=dropout_key)
 
 

@@ -1,8 +1,9 @@
 """VGG16, AlexNet and SqueezeNet 1.1 in Flax NNX (NHWC), with torchvision's exact semantics.
 
-One contract for every model: ``module(x, capture=(), dropout_key=None) -> (logits, acts)`` where
-``x`` is a normalized NHWC float batch, ``capture`` names the intermediate activations to return
-(``"all"`` for every one) and ``acts`` maps those names to arrays. Feature extraction, saliency,
+One contract for every model: ``module(x, capture=(), dropout_key=None, perturb=None) -> (logits,
+acts)`` where ``x`` is a normalized NHWC float batch, ``capture`` names the intermediate activations to
+return (``"all"`` for every one), ``acts`` maps those names to arrays, and ``perturb`` maps names to
+arrays added to those activations (zeros whose gradient is the gradient w.r.t. the activation). Feature extraction, saliency,
 Grad-CAM and feature visualization all read from this one place.
 
 Dropout is off unless a ``dropout_key`` is given (torchvision's eval mode is the default), which keeps
@@ -46,17 +47,22 @@ def _width(c: int, width: float) -> int:
 class _Taps:
     """Collects the requested intermediate activations during one forward pass."""
 
-    def __init__(self, model: str, available: Sequence[str], capture: str | Iterable[str]):
+    def __init__(self, model: str, available: Sequence[str], capture: str | Iterable[str],
+                 perturb: dict | None = None):
         if isinstance(capture, str):
             capture = tuple(available) if capture == "all" else (capture,)
-        unknown = [c for c in capture if c not in available]
+        perturb = dict(perturb or {})
+        unknown = [c for c in (*capture, *perturb) if c not in available]
         if unknown:
             raise RdfiaError(f"unknown layer {unknown[0]!r} for model {model!r}; "
                              f"available layers: {', '.join(available)}")
         self.wanted = frozenset(capture)
+        self.perturb = perturb
         self.acts: dict[str, jnp.ndarray] = {}
 
     def __call__(self, name: str, value: jnp.ndarray) -> jnp.ndarray:
+        if name in self.perturb:  # d output / d perturb = gradient w.r.t. this activation (Grad-CAM)
+            value = value + self.perturb[name]
         if name in self.wanted:
             self.acts[name] = value
         return value
@@ -103,9 +109,9 @@ class VGG16(nnx.Module):
             names.append(f"pool{b}")
         self.activation_names = tuple(names + ["avgpool", "fc6", "relu6", "fc7", "relu7", "fc8"])
 
-    def __call__(self, x, capture=(), dropout_key=None):
+    def __call__(self, x, capture=(), dropout_key=None, perturb=None):
         _check_input(self.name, x, 32)
-        tap = _Taps(self.name, self.activation_names, capture)
+        tap = _Taps(self.name, self.activation_names, capture, perturb)
         for b, block in enumerate(self.BLOCKS, start=1):
             for i in range(1, len(block) + 1):
                 x = tap(f"conv{b}_{i}", getattr(self, f"conv{b}_{i}")(x))
@@ -143,9 +149,9 @@ class AlexNet(nnx.Module):
                                  "conv4", "relu4", "conv5", "relu5", "pool5", "avgpool",
                                  "fc6", "relu6", "fc7", "relu7", "fc8")
 
-    def __call__(self, x, capture=(), dropout_key=None):
+    def __call__(self, x, capture=(), dropout_key=None, perturb=None):
         _check_input(self.name, x, 63)
-        tap = _Taps(self.name, self.activation_names, capture)
+        tap = _Taps(self.name, self.activation_names, capture, perturb)
         for i in range(1, 6):
             x = tap(f"conv{i}", getattr(self, f"conv{i}")(x))
             x = tap(f"relu{i}", jax.nn.relu(x))
@@ -199,9 +205,9 @@ class SqueezeNet11(nnx.Module):
         self.activation_names = ("conv1", "relu1", "pool1", "fire2", "fire3", "pool3", "fire4", "fire5",
                                  "pool5", "fire6", "fire7", "fire8", "fire9", "conv10", "relu10", "avgpool")
 
-    def __call__(self, x, capture=(), dropout_key=None):
+    def __call__(self, x, capture=(), dropout_key=None, perturb=None):
         _check_input(self.name, x, 17)
-        tap = _Taps(self.name, self.activation_names, capture)
+        tap = _Taps(self.name, self.activation_names, capture, perturb)
         x = tap("conv1", self.conv1(x))
         x = tap("relu1", jax.nn.relu(x))
         x = tap("pool1", max_pool(x, 3, 2, ceil_mode=True))

@@ -63,7 +63,7 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, *, ceil_mode: bool = Fals
     oh, ow = out_size(h), out_size(w)
     pad_h = max(0, (oh - 1) * stride + window - h)
     pad_w = max(0, (ow - 1) * stride + window - w)
-    init = jnp.array(-jnp.inf, x.dtype)
+    # a Python scalar init: with an array constant, reduce_window's gradient fails under jit
     return jax.lax.reduce_window(
-        x, init, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
+        x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
         ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
