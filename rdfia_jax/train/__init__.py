@@ -1,0 +1,1 @@
+"""Shared training infrastructure: the generic loop and orbax checkpoints (GAN, cGAN, DANN)."""

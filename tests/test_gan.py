@@ -1,0 +1,286 @@
+"""GAN section: architectures, the stride-1 reformulations, gradients, the training step, resume, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.test_util import check_grads
+
+from rdfia_jax.errors import RdfiaError
+from rdfia_jax.gan import models, ops, score, steps, sweeps
+from rdfia_jax.train import checkpoint, loop
+
+
+# ----------------------------------------------------------------------------- architectures
+def test_parameter_counts_and_shapes():
+    # abstract init and forward (no compute): exact counts and shapes of the full-size networks
+    g, d = nnx.eval_shape(lambda: models.Generator(rngs=nnx.Rngs(0))), nnx.eval_shape(lambda: models.Discriminator(rngs=nnx.Rngs(0)))
+    cg = nnx.eval_shape(lambda: models.CondGenerator(rngs=nnx.Rngs(0)))
+    cd = nnx.eval_shape(lambda: models.CondDiscriminator(rngs=nnx.Rngs(0)))
+    assert [models.count_params(m) for m in (g, d, cg, cd)] == [369_600, 166_848, 3_075_840, 2_642_433]
+    z = jax.ShapeDtypeStruct((2, 100), jnp.float32)
+    y = jax.ShapeDtypeStruct((2, 10), jnp.float32)
+    img = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
+
+    def shape_of(module, *args):
+        graphdef, state = nnx.split(module)
+        return jax.eval_shape(lambda st, *a: nnx.merge(graphdef, st)(*a, train=True), state, *args).shape
+
+    assert shape_of(g, z) == (2, 32, 32, 1) and shape_of(cg, z, y) == (2, 32, 32, 1)
+    assert shape_of(d, img) == (2,) and shape_of(cd, img, y) == (2,)
+    # N(0, 0.02) conv init, BN scale N(1, 0.02), BN bias 0; tanh output range
+    small = models.Generator(nz=4, ngf=8, rngs=nnx.Rngs(0))
+    assert abs(float(jnp.std(small.w1[...])) - 0.02) < 0.002
+    assert abs(float(jnp.mean(small.bn1.scale[...])) - 1.0) < 0.01 and float(jnp.std(small.bn1.scale[...])) < 0.04
+    assert float(jnp.abs(small.bn1.bias[...]).max()) == 0.0
+    assert float(jnp.abs(small(jnp.ones((2, 4), jnp.float32) * 30, train=False)).max()) <= 1.0
+
+
+def test_bad_sizes_raise():
+    with pytest.raises(RdfiaError, match="nz"):
+        steps.GanConfig(nz=0)
+    with pytest.raises(RdfiaError, match="nz"):
+        models.Generator(nz=-3, rngs=nnx.Rngs(0))
+    with pytest.raises(RdfiaError, match="kind"):
+        steps.GanConfig(kind="wgan")
+    with pytest.raises(RdfiaError, match="lr-d"):
+        steps.GanConfig(lr_d=0.0)
+    with pytest.raises(RdfiaError, match="unknown sweep"):
+        sweeps.sweep_runs("nz5")
+
+
+# ----------------------------------------------------------------------------- reformulations
+def _torch_conv_transpose(x, w, stride, padding):
+    """PyTorch ConvTranspose2d by its definition (scatter), numpy float64; w (k, k, in, out)."""
+    n, h, wd, _ = x.shape
+    k = w.shape[0]
+    full = np.zeros((n, (h - 1) * stride + k, (wd - 1) * stride + k, w.shape[3]))
+    for i in range(h):
+        for j in range(wd):
+            full[:, i * stride:i * stride + k, j * stride:j * stride + k] += np.einsum("nc,hwco->nhwo", x[:, i, j], w)
+    return full[:, padding:full.shape[1] - padding, padding:full.shape[2] - padding]
+
+
+def _torch_conv(x, w, stride, padding):
+    """PyTorch Conv2d (cross-correlation) by its definition, numpy float64."""
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    k = w.shape[0]
+    ho = (xp.shape[1] - k) // stride + 1
+    wo = (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for i in range(ho):
+        for j in range(wo):
+            out[:, i, j] = np.einsum("nhwc,hwco->no", xp[:, i * stride:i * stride + k, j * stride:j * stride + k], w)
+    return out
+
+
+@pytest.mark.parametrize("impl", ["phase", "phase4", "gemm", "auto"])
+def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 3))
+    w = rng.normal(size=(4, 4, 3, 16))
+    expected = _torch_conv_transpose(x, w, 2, 1)
+    with jax.enable_x64(True):
+        xj, wj = jnp.asarray(x), jnp.asarray(w)
+        np.testing.assert_allclose(np.asarray(ops.conv_transpose_reference(xj, wj, 2, 1)), expected, atol=1e-12)
+        monkeypatch.setattr(ops, "CONV_T_IMPL", impl)
+        out = ops.conv_transpose_4x4_s2(xj, wj)
+        np.testing.assert_allclose(np.asarray(out), expected, atol=1e-12)
+        # gradients (input and kernel) equal those of lax.conv_transpose
+        cot = jnp.asarray(rng.normal(size=expected.shape))
+        g_new = jax.grad(lambda a, b: jnp.sum(ops.conv_transpose_4x4_s2(a, b) * cot), argnums=(0, 1))(xj, wj)
+        g_ref = jax.grad(lambda a, b: jnp.sum(ops.conv_transpose_reference(a, b, 2, 1) * cot), argnums=(0, 1))(xj, wj)
+        for a, b in zip(g_new, g_ref):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["s2d", "lax"])
+def test_strided_conv_reformulation_equals_definition(impl, monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 8, 10, 3))
+    w = rng.normal(size=(4, 4, 3, 5))
+    with jax.enable_x64(True):
+        monkeypatch.setattr(ops, "CONV_IMPL", impl)
+        xj, wj = jnp.asarray(x), jnp.asarray(w)
+        np.testing.assert_allclose(np.asarray(ops.conv_4x4_s2(xj, wj)), _torch_conv(x, w, 2, 1), atol=1e-12)
+        cot = jnp.asarray(rng.normal(size=(2, 4, 5, 5)))
+        g_new = jax.grad(lambda a, b: jnp.sum(ops.conv_4x4_s2(a, b) * cot), argnums=(0, 1))(xj, wj)
+        g_ref = jax.grad(lambda a, b: jnp.sum(ops.conv_reference(a, b, 2, 1) * cot), argnums=(0, 1))(xj, wj)
+        for a, b in zip(g_new, g_ref):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+        # the first/last layers' matrix forms
+        z = rng.normal(size=(2, 3))
+        np.testing.assert_allclose(np.asarray(ops.project_1x1(jnp.asarray(z), wj)),
+                                   _torch_conv_transpose(z[:, None, None, :], w, 1, 0), atol=1e-12)
+        h = rng.normal(size=(2, 4, 4, 3))
+        np.testing.assert_allclose(np.asarray(ops.conv_valid_4x4(jnp.asarray(h), wj)),
+                                   _torch_conv(h, w, 1, 0)[:, 0, 0], atol=1e-12)
+
+
+def test_conditional_label_branch_equals_convolving_the_expanded_label_image():
+    wy = jnp.asarray(np.random.default_rng(3).normal(size=(4, 4, 10, 8)).astype(np.float32))
+    y = jax.nn.one_hot(jnp.array([0, 4, 9]), 10, dtype=jnp.float32)
+    image = jnp.broadcast_to(y[:, None, None, :], (3, 32, 32, 10))
+    direct = ops.conv_reference(image, wy, 2, 1)
+    eye = jnp.broadcast_to(jnp.eye(10, dtype=jnp.float32)[:, None, None, :], (10, 32, 32, 10))
+    fast = jnp.einsum("nk,khwc->nhwc", y, ops.conv_4x4_s2(eye, wy))  # what CondDiscriminator computes
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- gradients
+def _to64(tree):
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+@pytest.mark.parametrize("which", ["G", "D", pytest.param("cG", marks=pytest.mark.slow),
+                                   pytest.param("cD", marks=pytest.mark.slow)])
+def test_check_grads_float64_smooth(which):
+    # flax's BatchNorm promotes its statistics with float32 (rejected by strict promotion in float64)
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        rngs = nnx.Rngs(0)
+        module = {
+            "G": lambda: models.Generator(nz=3, ngf=2, rngs=rngs, smooth=True),
+            "D": lambda: models.Discriminator(ndf=2, rngs=rngs, smooth=True),
+            "cG": lambda: models.CondGenerator(nz=2, rngs=rngs, smooth=True),
+            "cD": lambda: models.CondDiscriminator(rngs=rngs, smooth=True),
+        }[which]()
+        graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
+        params, stats = _to64(params), _to64(stats)
+        key = jax.random.key(1)
+        y = jax.nn.one_hot(jnp.array([1, 5, 8]), 10, dtype=jnp.float64)
+        if which in ("G", "cG"):
+            x = jax.random.normal(key, (3, module.nz), jnp.float64)
+        else:
+            x = jnp.tanh(jax.random.normal(key, (3, 32, 32, 1), jnp.float64))
+        # big models: check a random projection of the parameters' gradient (cheap, still exact test)
+        # (scaled like the parameters themselves, so that eps moves them a little)
+        direction = jax.tree_util.tree_map(lambda a: 0.02 * jax.random.normal(key, a.shape, a.dtype), params)
+        weights = jax.random.normal(jax.random.key(2), (3, 32, 32, 1) if which in ("G", "cG") else (3,), jnp.float64)
+
+        @jax.jit
+        def f(t, inp):
+            p = jax.tree_util.tree_map(lambda a, d: a + t * d, params, direction)
+            m = nnx.merge(graphdef, p, stats, copy=True)
+            out = m(inp, train=True) if which in ("G", "D") else m(inp, y, train=True)
+            return jnp.sum(out * weights)
+
+        check_grads(f, (jnp.float64(0.0), x), order=1, modes=["rev"], atol=1e-5, rtol=1e-5, eps=1e-4)
+
+
+# ----------------------------------------------------------------------------- training step
+SMALL = steps.GanConfig(nz=8, ngf=4, ndf=4, batch_size=8, epochs=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_gan():
+    """A small DCGAN with its step jitted once, shared by the step tests (compilation is the cost)."""
+    parts, state = steps.build(SMALL)
+    traces = []
+    step = jax.jit(steps.make_train_step(parts, trace_counter=traces))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 32, 32, 1), dtype=np.uint8)
+    get_batch, spe = loop.array_batches({"x": images}, SMALL.batch_size, SMALL.seed)
+    return parts, state, step, traces, get_batch, spe
+
+
+def _equal_trees(a, b):
+    la = [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+          for x in jax.tree_util.tree_leaves(a)]
+    lb = [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+          for x in jax.tree_util.tree_leaves(b)]
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+def test_step_is_deterministic_traced_once_and_updates_everything(small_gan):
+    parts, state, step, traces, get_batch, _ = small_gan
+    batch = get_batch(0, 0)
+    s1, m1 = step(state, batch, jnp.int32(0))
+    s2, m2 = step(state, batch, jnp.int32(0))
+    s3, _ = step(s1, get_batch(0, 1), jnp.int32(1))
+    assert len(traces) == 1, "the training step was retraced"
+    assert _equal_trees(s1, s2) and {k: float(v) for k, v in m1.items()} == {k: float(v) for k, v in m2.items()}
+    for part in ("g", "d"):
+        for kind in ("params", "stats"):
+            before = jax.tree_util.tree_leaves(state[part][kind])
+            after = jax.tree_util.tree_leaves(s1[part][kind])
+            assert all(not np.array_equal(a, b) for a, b in zip(before, after)), f"{part} {kind} not all updated"
+    assert all(np.isfinite(float(v)) for v in m1.values()) and 0 < float(m1["d_real"]) < 1
+    # sampling in inference mode: a pure function of the state, which it leaves unchanged
+    sample = steps.make_sampler(parts)
+    z = jnp.ones((4, SMALL.nz), jnp.float32)
+    a = np.asarray(sample(s3["g"], z))
+    assert np.array_equal(a, np.asarray(sample(s3["g"], z))) and a.shape == (4, 32, 32, 1)
+    train_mode, _ = steps.generate(parts, s3["g"], z, None, train=True)
+    assert not np.allclose(np.asarray(train_mode), a)
+
+
+def test_kill_and_resume_gives_identical_parameters(small_gan, tmp_path):
+    parts, state, step, traces, get_batch, spe = small_gan
+    kwargs = dict(steps_per_epoch=spe, epochs=SMALL.epochs, progress=False, jit=False)
+    reference = loop.run(step, state, get_batch, **kwargs)
+
+    class Killed(Exception):
+        pass
+
+    def kill(steps_done, st, history):
+        if steps_done == 5:
+            raise Killed
+
+    fp = {"gan": SMALL.fingerprint()}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=fp, keep=2)
+    with pytest.raises(Killed):
+        loop.run(step, state, get_batch, store=store, save_every=3, hooks=[loop.Hook(1, kill)], **kwargs)
+    assert store.latest_step() == 3
+    fresh_parts, fresh_state = steps.build(SMALL)  # a new process would rebuild the initial state
+    resumed = loop.run(step, fresh_state, get_batch, store=store, save_every=3, resume=True, **kwargs)
+    assert resumed.resumed_from == 3 and resumed.steps_done == reference.steps_done == 8
+    assert _equal_trees(resumed.state, reference.state)
+    np.testing.assert_array_equal(resumed.history["loss_g"], reference.history["loss_g"])
+    assert len(traces) == 1
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    _, state = steps.build(SMALL)
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"gan": SMALL.fingerprint()})
+    store.save(1, state)
+    other_cfg = SMALL.replace(nz=9)
+    _, other_state = steps.build(other_cfg)
+    with pytest.raises(RdfiaError, match="another configuration"):
+        checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"gan": other_cfg.fingerprint()}).restore(other_state)
+    with pytest.raises(RdfiaError, match="different architecture"):  # same fingerprint, other shapes
+        store.restore(other_state)
+
+
+# ----------------------------------------------------------------------------- score
+def test_frechet_distance_matches_scipy_formula():
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 6)), rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    mu1, c1 = score.gaussian_stats(a)
+    mu2, c2 = score.gaussian_stats(b)
+    covmean = scipy_linalg.sqrtm(c1 @ c2).real
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
+    assert abs(score.frechet_distance(mu1, c1, mu2, c2) - expected) < 1e-6 * max(1.0, expected)
+    assert abs(score.frechet_distance(mu1, c1, mu1, c1)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_results_table_records_diverged_runs_and_samples_npz(tmp_path):
+    from rdfia_jax.gan import run
+
+    base = {"config": steps.GanConfig().__dict__ | {"kind": "gan"}, "dataset": "digits", "smoke": True,
+            "out": str(tmp_path / "x"), "total_steps": 40, "data_description": "digits -- NOT MNIST"}
+    ok = base | {"name": "default", "status": "ok", "steps": 40, "score": {"confidence": 0.9, "coverage": 0.95, "frechet": 3.2}}
+    bad = base | {"name": "lr_x100", "status": "diverged", "steps": 7, "message": "training diverged at step 7"}
+    sweeps.write_table([sweeps._row(ok), sweeps._row(bad)], tmp_path, note="test")
+    md = (tmp_path / "results.md").read_text()
+    assert "| lr_x100 | diverged |" in md and "| default | ok |" in md and "7/40" in md
+    assert (tmp_path / "results.csv").read_text().count("\n") == 3
+    images = np.linspace(-1, 1, 2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32, 1)
+    path = run.write_samples(tmp_path / "s.npz", images, np.array([3, 4]), description="test")
+    with np.load(path) as f:
+        assert f["images"].dtype == np.uint8 and f["images"].shape == (2, 32, 32, 1)
+        assert f["images"].min() == 0 and f["images"].max() == 255 and list(f["labels"]) == [3, 4]
+    with pytest.raises(RdfiaError, match=".npz"):
+        run.write_samples(tmp_path / "s.png", images, None, description="test")
