@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per workload (default 3)")
     ap.add_argument("--json-out", default=None, help="also write the combined rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--jax-python", default=sys.executable,
+                    help="Python interpreter for the JAX process (e.g. a Python 3.12 venv with jax 0.12)")
+    ap.add_argument("--torch-python", default=sys.executable, help="Python interpreter for the PyTorch process")
     ap.add_argument("--framework", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.command == "list":
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows: list[dict] = []
     for fw in args.frameworks.split(","):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.harness", "worker", "--framework", fw,
+        python = args.jax_python if fw == "jax" else args.torch_python
+        proc = subprocess.run([python, "-m", "benchmarks.harness", "worker", "--framework", fw,
                                "--filter", args.filter, "--precision", args.precision,
                                "--repeats", str(args.repeats), "--seconds", str(args.seconds)],
                               cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
