@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 
 __all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
@@ -187,6 +188,7 @@ def run(
     progress: bool = True,
     desc: str = "train",
     jit: bool = True,
+    data_parallel: bool | int = True,
 ) -> LoopResult:
     """Run ``step`` over ``epochs`` epochs of ``steps_per_epoch`` batches.
 
@@ -206,6 +208,9 @@ def run(
       progress: show a tqdm bar (only on a terminal).
       desc: progress-bar label.
       jit: jit ``step`` (turn off only for debugging).
+      data_parallel: with several local devices, replicate the state and split every batch over
+        them (``NamedSharding``; XLA inserts the gradient all-reduce). True = all local devices,
+        an int = that many, False = one device. A no-op on a single device.
     Returns:
       A :class:`LoopResult`.
     """
@@ -239,6 +244,10 @@ def run(
             history = {k: list(v) for k, v in meta.get("history", {}).items()}
             start = resumed_from = latest
     step_fn = jax.jit(step) if jit else step
+    n_devices = jax.local_device_count() if data_parallel is True else int(data_parallel or 1)
+    mesh = parallel.data_mesh(n_devices) if n_devices > 1 else None
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
 
     def checkpoint_now(steps_done: int, st: Any) -> None:
         if store is None:
@@ -269,6 +278,8 @@ def run(
         for s in range(start, total):
             epoch, index = divmod(s, steps_per_epoch)
             batch = get_batch(epoch, index)
+            if mesh is not None:
+                batch = parallel.shard_batch(batch, mesh)
             new_state, metrics = step_fn(state, batch, jnp.asarray(s, dtype=jnp.int32))
             values = {k: float(v) for k, v in jax.device_get(metrics).items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
