@@ -1,0 +1,145 @@
+"""DANN training step (report 3): one SGD step on 64 MNIST + 64 MNIST-M images in one forward pass.
+
+* ``dann_step_b64x2`` (jax): :func:`rdfia_jax.dann.steps.make_train_step` -- the jitted pure step of
+  ``rdfia-jax dann dann`` (uint8 batch standardized inside, lr and lambda(p) from the step index).
+* ``dann_step_b64x2`` (torch): the PyTorch practical's step, rewritten here: the same networks
+  (Conv2d 3->32 5x5 p2, ReLU, MaxPool 2, Conv2d 32->48 5x5 p2, ReLU, MaxPool 2; Linear 2352-100-100-10;
+  GRL -> Linear 2352-100-1), ``torch.autograd.Function`` GRL, cross-entropy on the source half +
+  BCE-with-logits on all, SGD momentum 0.9 with the lr set per step, on a float NCHW batch that the
+  practical's DataLoader would already have standardized.
+
+Inputs are random arrays of the real shapes (a step's cost does not depend on pixel values).
+Only float32 is meaningful here; other precisions run float32 too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    from benchmarks.harness import Workload
+except ImportError:  # harness not present: keep this file importable on its own
+    import dataclasses
+    from typing import Callable
+
+    @dataclasses.dataclass
+    class Workload:  # type: ignore[no-redef]
+        name: str
+        framework: str
+        setup: Callable
+        items: int = 1
+        unit: str = "images"
+        section: str = ""
+
+
+BATCH = 64
+TOTAL_STEPS = 18_740  # 20 epochs of 937 steps
+
+
+def _batch(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"src_x": rng.integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8),
+            "src_y": rng.integers(0, 10, BATCH).astype(np.int32),
+            "tgt_x": rng.integers(0, 256, (BATCH, 28, 28, 3), dtype=np.uint8)}
+
+
+def _jax_setup(precision: str):
+    import jax
+    import jax.numpy as jnp
+
+    from rdfia_jax.dann import steps
+
+    cfg = steps.StepConfig(total_steps=TOTAL_STEPS)
+    graphdef, state = steps.init_state(0, cfg)
+    step = steps.make_train_step(graphdef, cfg)
+    batch = jax.device_put(_batch())
+    box = {"state": state, "i": 0}
+
+    def run_once():
+        box["state"], metrics = step(box["state"], batch, jnp.int32(box["i"] % TOTAL_STEPS))
+        box["i"] += 1
+        jax.block_until_ready(metrics["loss"])
+        return metrics
+
+    return run_once
+
+
+def _torch_setup(precision: str):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+
+    class GradientReversal(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, factor):
+            ctx.factor = factor
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return -ctx.factor * grad, None
+
+    class DANN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 48, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+            self.classifier = nn.Sequential(nn.Linear(2352, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                                            nn.Linear(100, 10))
+            self.domain = nn.Sequential(nn.Linear(2352, 100), nn.ReLU(), nn.Linear(100, 1))
+
+        def forward(self, x, factor):
+            h = self.features(x).flatten(1)
+            return self.classifier(h), self.domain(GradientReversal.apply(h, factor)).squeeze(1)
+
+    model = DANN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    b = _batch()
+    mean, std = 0.1307, 0.3081
+    xs = torch.from_numpy(b["src_x"]).float().div(255).sub(mean).div(std).permute(0, 3, 1, 2).repeat(1, 3, 1, 1)
+    xt = torch.from_numpy(b["tgt_x"]).float().div(255).sub(mean).div(std).permute(0, 3, 1, 2).contiguous()
+    ys = torch.from_numpy(b["src_y"]).long()
+    domain_y = torch.cat([torch.ones(BATCH), torch.zeros(BATCH)])
+    box = {"i": 0}
+
+    def run_once():
+        p = (box["i"] % TOTAL_STEPS) / TOTAL_STEPS
+        factor = 2.0 / (1.0 + math.exp(-2.0 * p)) - 1.0
+        for group in opt.param_groups:
+            group["lr"] = 0.01 / (1.0 + 10 * p) ** 0.75
+        x = torch.cat([xs, xt])  # the practical concatenates both domains: one forward pass
+        cls, dom = model(x, factor)
+        loss = F.cross_entropy(cls[:BATCH], ys) + F.binary_cross_entropy_with_logits(dom, domain_y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        box["i"] += 1
+        return loss.item()
+
+    return run_once
+
+
+def workloads() -> list[Workload]:
+    return [
+        Workload("dann_step_b64x2", "jax", _jax_setup, items=1, unit="steps", section="3 DANN"),
+        Workload("dann_step_b64x2", "torch", _torch_setup, items=1, unit="steps", section="3 DANN"),
+    ]
+
+
+if __name__ == "__main__":  # quick check without the harness: python -m benchmarks.workloads_dann
+    import time
+
+    for w in workloads():
+        run = w.setup("float32")
+        run()
+        run()
+        t0 = time.perf_counter()
+        n = 20
+        for _ in range(n):
+            run()
+        print(f"{w.name} {w.framework}: {n / (time.perf_counter() - t0):.2f} steps/s")

@@ -1,0 +1,242 @@
+"""DANN (report section 3): GRL, network gradients, schedules, steps, runs, resume, bad input."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.test_util import check_grads
+
+from rdfia_jax.dann import runs
+from rdfia_jax.dann import steps as dsteps
+from rdfia_jax.dann.grl import grad_reverse
+from rdfia_jax.dann.models import DANN, FEATURE_DIM, max_pool_2x2
+from rdfia_jax.errors import RdfiaError
+
+
+# ------------------------------------------------------------------------------ synthetic domains
+
+def _dataset(n: int, rgb: bool, seed: int, name: str):
+    """Class k = a bright horizontal bar at rows 2+2k..3+2k; the 'target' domain is RGB with a
+    random coloured background (an easy MNIST -> MNIST-M analogue)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.int64)
+    rows = np.arange(28)[None, :, None]
+    top = (2 + 2 * labels)[:, None, None]
+    bar = ((rows >= top) & (rows < top + 2)) & (np.arange(28)[None, None, :] >= 4) & (np.arange(28)[None, None, :] < 24)
+    img = (bar * 255).astype(np.int16)[..., None]
+    img = img + rng.integers(0, 40, img.shape)
+    if rgb:
+        bg = rng.integers(0, 200, (n, 1, 1, 3))
+        img = np.abs(bg - img)
+    return types.SimpleNamespace(images=np.clip(img, 0, 255).astype(np.uint8), labels=labels, name=name)
+
+
+def synthetic_domains(n_train=256, n_test=128) -> runs.Domains:
+    return runs.Domains(_dataset(n_train, False, 0, "src"), _dataset(n_test, False, 1, "src"),
+                        _dataset(n_train, True, 2, "tgt"), _dataset(n_test, True, 3, "tgt"),
+                        source_name="src", target_name="tgt")
+
+
+# ------------------------------------------------------------------------------ GRL
+
+def test_grl_forward_is_identity_and_backward_is_minus_lambda_times_gradient():
+    x = jax.random.normal(jax.random.key(0), (5, 7))
+    w = jax.random.normal(jax.random.key(1), (5, 7))
+    traces = []
+
+    def f_with(x, lam):
+        traces.append(1)
+        return jnp.sum(jnp.sin(grad_reverse(x, lam)) * w)
+
+    def f_without(x):
+        return jnp.sum(jnp.sin(x) * w)
+
+    g_without = jax.grad(f_without)(x)
+    grad_with = jax.jit(jax.grad(f_with))
+    for lam in (0.0, 0.1, 0.76, 1.0, 2.5, -1.0):
+        np.testing.assert_array_equal(jax.jit(grad_reverse)(x, jnp.float32(lam)), x)
+        g = grad_with(x, jnp.float32(lam))
+        np.testing.assert_allclose(g, -lam * g_without, rtol=1e-6, atol=1e-7)
+    assert len(traces) == 1, "a new lambda value must not retrace (lambda is a traced argument)"
+
+
+def test_grl_lambda_gets_zero_cotangent():
+    x = jnp.arange(6.0).reshape(2, 3)
+    g_lam = jax.grad(lambda lam: jnp.sum(grad_reverse(x, lam) ** 2))(jnp.float32(0.5))
+    assert g_lam == 0.0
+    with pytest.raises(ValueError):
+        grad_reverse(x, jnp.ones(2))
+
+
+# ------------------------------------------------------------------------------ network
+
+def test_network_shapes_and_pool():
+    model = DANN(rngs=nnx.Rngs(0))
+    cls, dom, feats = model(jnp.zeros((3, 28, 28, 3)))
+    assert cls.shape == (3, 10) and dom.shape == (3,) and feats.shape == (3, FEATURE_DIM)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
+    ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), ref)
+
+
+@pytest.mark.slow
+def test_check_grads_float64_whole_loss():
+    """check_grads (float64) of the DANN and pseudo-label losses w.r.t. every parameter.
+
+    The GRL's backward is deliberately not the derivative of its forward, so the finite-difference
+    check runs with GRL strength -1 (gradient x +1: the true derivative) -- it checks everything
+    else: convs, pools, classifiers, losses, standardization, the one-pass source/target split.
+    """
+    with jax.enable_x64(True):
+        graphdef, params = nnx.split(DANN(rngs=nnx.Rngs(0)), nnx.Param)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+        rng = np.random.default_rng(0)
+        batch = {"src_x": jnp.asarray(rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)),
+                 "src_y": jnp.asarray(rng.integers(0, 10, 3).astype(np.int32)),
+                 "tgt_x": jnp.asarray(rng.integers(0, 256, (3, 28, 28, 3), dtype=np.uint8))}
+        for objective in ("dann", "pseudo"):
+            cfg = dsteps.StepConfig(objective=objective, total_steps=10, pseudo_threshold=0.0)
+            sched = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), dsteps.schedules(cfg, 7))
+            sched["grl"] = jnp.float64(-1.0)
+            loss = jax.jit(lambda p: dsteps.loss_and_metrics(p, graphdef, batch, sched, cfg)[0])
+            assert loss(params).dtype == jnp.float64
+            check_grads(loss, (params,), order=1, modes=("rev",), eps=1e-6, atol=1e-5, rtol=1e-5)
+
+
+def test_schedules():
+    cfg = dsteps.StepConfig(total_steps=100, gamma=2.0)
+    s0, s1 = dsteps.schedules(cfg, 0), dsteps.schedules(cfg, 100)
+    assert float(s0["lambda"]) == 0.0 and abs(float(s1["lambda"]) - 0.761594) < 1e-5
+    assert abs(float(s0["lr"]) - 0.01) < 1e-9 and abs(float(s1["lr"]) - 0.01 / 11 ** 0.75) < 1e-8
+    assert abs(float(dsteps.schedules(dsteps.StepConfig(total_steps=100, gamma=10.0), 100)["lambda"]) - 0.9999092) < 1e-6
+    pos = dsteps.schedules(dsteps.StepConfig(total_steps=100, grl_scale=-1.0), 50)
+    assert float(pos["grl"]) == -float(pos["lambda"])
+    per_epoch = dsteps.StepConfig(total_steps=100, steps_per_epoch=10, lr_per_epoch=True)
+    assert abs(float(dsteps.schedules(per_epoch, 19)["lr"]) - dsteps.dann_lr(0.1)) < 1e-9
+
+
+def test_domain_accuracy_thresholds_sigmoid_not_raw_logit():
+    """sigmoid(0.3) > 0.5 means 'source'; the original notebook's `logit > 0.5` would say target."""
+    def fake_eval(params, images):
+        n = images.shape[0]
+        dom = jnp.where(images[:, 0, 0, 0] == 1, 0.3, -0.2)
+        return jnp.zeros((n, 10)).at[:, 3].set(1.0), dom, jnp.zeros((n, 1))
+
+    src = types.SimpleNamespace(images=np.ones((4, 28, 28, 1), np.uint8), labels=np.full(4, 3))
+    tgt = types.SimpleNamespace(images=np.zeros((6, 28, 28, 3), np.uint8), labels=np.array([3, 3, 3, 1, 1, 1]))
+    res = dsteps.evaluate(fake_eval, None, src, tgt, batch_size=4)
+    assert res["domain_acc"] == 1.0 and res["source_acc"] == 1.0 and res["target_acc"] == 0.5
+
+
+def test_step_traced_once_and_one_forward_pass_for_both_domains():
+    cfg = dsteps.StepConfig(total_steps=5)
+    graphdef, state = dsteps.init_state(0, cfg)
+    step = dsteps.make_train_step(graphdef, cfg)
+    data = synthetic_domains(32, 8)
+    batch = {"src_x": data.source_train.images[:8], "src_y": data.source_train.labels[:8].astype(np.int32),
+             "tgt_x": data.target_train.images[:8]}
+    before = dsteps.TRACE_COUNTS["train_step"]
+    lams = []
+    for i in range(5):
+        state, metrics = step(state, batch, jnp.int32(i))
+        lams.append(float(metrics["lambda"]))
+    assert dsteps.TRACE_COUNTS["train_step"] - before == 1
+    assert lams[0] == 0.0 and all(a < b for a, b in zip(lams, lams[1:]))
+
+
+# ------------------------------------------------------------------------------ runs
+
+@pytest.mark.slow
+def test_short_dann_run_learns(tmp_path):
+    rec = runs.run_one("dann", 0, out=tmp_path, domains=synthetic_domains(), epochs=3,
+                       batch_sizes=(16, 16), figures=False, progress=False, save_every=100)
+    hist = np.load(tmp_path / "dann" / "seed0" / "history.npz")
+    assert rec["steps"] == 48 and hist["label_loss"].shape == (48,)
+    assert hist["label_loss"][-4:].mean() < hist["label_loss"][:4].mean() - 1.0
+    assert rec["source_acc"] > 0.8  # chance is 0.1
+    assert 0.0 <= rec["domain_acc"] <= 1.0
+    assert (tmp_path / "results.csv").exists() is False  # run_one alone writes no table
+    csv_path, md_path = runs.write_results(tmp_path)
+    assert "dann" in md_path.read_text() and csv_path.read_text().startswith("run,seeds,epochs,src acc")
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_kill_gives_identical_parameters(tmp_path):
+    from rdfia_jax.train import loop
+
+    kwargs = dict(domains=synthetic_domains(128, 16), epochs=2, batch_sizes=(16, 16), figures=False,
+                  progress=False, save_every=3, eval_every_epoch=False)
+    ref = runs.run_one("pseudo-label", 1, out=tmp_path / "a", **kwargs)
+
+    def kill(steps_done, state, history):
+        if steps_done == 7:
+            raise _Killed()
+
+    with pytest.raises(_Killed):
+        runs.run_one("pseudo-label", 1, out=tmp_path / "b", hooks=[loop.Hook(every=1, fn=kill, at_end=False)], **kwargs)
+    with pytest.raises(RdfiaError, match="resume"):
+        runs.run_one("pseudo-label", 1, out=tmp_path / "b", **kwargs)
+    mid = runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
+                                   epochs=2, batch_sizes=(16, 16))
+    assert mid["step"] == 6 and mid["total_steps"] == 16 and 0.0 <= mid["target_acc"] <= 1.0
+    resumed = runs.run_one("pseudo-label", 1, out=tmp_path / "b", resume=True, **kwargs)
+    assert resumed["resumed_from"] == 6 and resumed["steps"] == 16
+    for a, b in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(resumed["state"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ------------------------------------------------------------------------------ bad input
+
+def test_unknown_run_name(tmp_path):
+    with pytest.raises(RdfiaError, match="unknown DANN run 'danm'"):
+        runs.run_one("danm", out=tmp_path, domains=synthetic_domains(32, 8))
+    from rdfia_jax.cli import main
+
+    assert main(["dann", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_empty_target_domain(tmp_path):
+    d = synthetic_domains(32, 8)
+    d.target_train = types.SimpleNamespace(images=np.zeros((0, 28, 28, 3), np.uint8),
+                                           labels=np.zeros((0,), np.int64), name="tgt")
+    with pytest.raises(RdfiaError, match="target train set is empty"):
+        runs.run_one("dann", out=tmp_path, domains=d)
+
+
+def test_mismatched_image_shapes(tmp_path):
+    d = synthetic_domains(32, 8)
+    d.target_train = types.SimpleNamespace(images=np.zeros((32, 32, 32, 3), np.uint8),
+                                           labels=np.zeros((32,), np.int64), name="tgt")
+    with pytest.raises(RdfiaError, match="image shapes differ"):
+        runs.run_one("dann", out=tmp_path, domains=d)
+    d = synthetic_domains(32, 8)
+    d.target_test = types.SimpleNamespace(images=np.zeros((8, 28, 28, 4), np.uint8),
+                                          labels=np.zeros((8,), np.int64), name="tgt")
+    with pytest.raises(RdfiaError, match="4 channels"):
+        runs.run_one("dann", out=tmp_path, domains=d)
+
+
+def test_target_labels_only_reach_the_target_only_run():
+    d = synthetic_domains(128, 8)
+    for name in runs.RUN_NAMES:
+        get_batch, _ = runs.make_get_batch(runs.RUNS[name], d, seed=0)
+        assert ("tgt_y" in get_batch(0, 0)) == (name == "target-only"), name
+
+
+@pytest.mark.realdata
+def test_real_mnist_standardization_constants(shared_data):
+    from rdfia_jax import data
+
+    mnist = data.load("mnist", "train", data_dir=shared_data)
+    mean, std = runs.source_statistics(mnist.images)
+    assert abs(mean - data.MNIST_TRAIN_MEAN) < 1e-9 and abs(std - data.MNIST_TRAIN_STD) < 1e-9
+    assert abs(mean - 0.1307) < 1e-4 and abs(std - 0.3081) < 1e-4
