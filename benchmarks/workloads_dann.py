@@ -18,21 +18,7 @@ import math
 
 import numpy as np
 
-try:
-    from benchmarks.harness import Workload
-except ImportError:  # harness not present: keep this file importable on its own
-    import dataclasses
-    from typing import Callable
-
-    @dataclasses.dataclass
-    class Workload:  # type: ignore[no-redef]
-        name: str
-        framework: str
-        setup: Callable
-        items: int = 1
-        unit: str = "images"
-        section: str = ""
-
+from benchmarks.harness import Workload
 
 BATCH = 64
 TOTAL_STEPS = 18_740  # 20 epochs of 937 steps

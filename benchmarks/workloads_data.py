@@ -22,20 +22,7 @@ import time
 
 import numpy as np
 
-try:
-    from benchmarks.harness import Workload
-except ImportError:  # harness not present: keep this file importable on its own
-    import dataclasses
-    from typing import Callable
-
-    @dataclasses.dataclass
-    class Workload:  # type: ignore[no-redef]
-        name: str
-        framework: str
-        setup: Callable
-        items: int
-        unit: str
-
+from benchmarks.harness import Workload
 
 N_DIGITS = 60_000
 N_SCENE = 256

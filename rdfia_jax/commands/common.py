@@ -55,7 +55,7 @@ def load_inputs(args: argparse.Namespace, size: int = 224) -> tuple[np.ndarray, 
             from rdfia_jax.data import load_imagenet_val25
 
             images, labels, names = load_imagenet_val25(item)
-            idx = _parse_indices(args.indices, len(images), item)
+            idx = parse_indices(args.indices, len(images), item)
             for i in idx:
                 img = images[i]
                 if img.shape[:2] != (size, size):
@@ -73,9 +73,10 @@ def load_inputs(args: argparse.Namespace, size: int = 224) -> tuple[np.ndarray, 
     return np.stack(arrays), sources
 
 
-def _parse_indices(spec: str | None, n: int, source: str) -> Sequence[int]:
+def parse_indices(spec: str | None, n: int, source: str, default: Sequence[int] | None = None) -> list[int]:
+    """``--indices "1,5,7"`` -> validated indices into ``n`` images (``default``: all, or those given)."""
     if spec is None:
-        return range(n)
+        return [i for i in (range(n) if default is None else default) if i < n]
     try:
         idx = [int(v) for v in spec.split(",") if v.strip()]
     except ValueError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rdfia_jax.commands.common import parse_indices
 from rdfia_jax.errors import RdfiaError
 
 SMALL = "mnist-small"
@@ -80,16 +81,7 @@ def load_model(args):
 
 
 def _indices(spec: str | None, n: int, source: str, default=range(5)) -> list[int]:
-    if spec is None:
-        return [i for i in default if i < n]
-    try:
-        idx = [int(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        raise RdfiaError(f"--indices must be comma-separated integers, got {spec!r}") from None
-    bad = [i for i in idx if not 0 <= i < n]
-    if bad:
-        raise RdfiaError(f"--indices: {bad[0]} out of range for {source} ({n} images)")
-    return idx
+    return parse_indices(spec, n, source, default)
 
 
 def load_inputs(args, network) -> Inputs:

@@ -234,13 +234,12 @@ def run(
                     "--resume to continue that run, or choose a new output folder"
                 )
             state, meta = store.restore(init_state, latest)
-            saved_total = meta.get("total_steps")
             if meta.get("steps_per_epoch") != steps_per_epoch:
                 raise RdfiaError(
                     f"checkpoint {store.directory / str(latest)} used {meta.get('steps_per_epoch')} "
                     f"steps per epoch, this run {steps_per_epoch} (different data or batch size)"
                 )
-            del saved_total  # a resumed run may extend the number of epochs
+            # (a resumed run may extend the number of epochs, so total_steps is not compared)
             history = {k: list(v) for k, v in meta.get("history", {}).items()}
             start = resumed_from = latest
     step_fn = jax.jit(step) if jit else step
