@@ -530,3 +530,15 @@ def test_download_real_file_from_local_mirror(tmp_path, http_folder, shared_data
     (root / src.name).write_bytes(src.read_bytes())
     dest = D.download_idx("mnist", tmp_path, mirrors=["http://127.0.0.1:9/", url], files=["t10k-labels-idx1-ubyte"])
     assert (dest / src.name).read_bytes() == src.read_bytes()
+
+
+def test_damaged_npz_scene15_copy_raises(tmp_path, data_home, monkeypatch):
+    from rdfia_jax.data import store
+
+    make_scene_tree(tmp_path / "raw")
+    monkeypatch.setattr(store, "have_array_record", lambda: False)
+    vdir = store.prepare("scene15", data_dir=tmp_path / "raw", fmt="npz")
+    npz = vdir / "train.npz"
+    npz.write_bytes(npz.read_bytes()[:200])
+    with pytest.raises(RdfiaError, match="--force"):
+        data.load_scene15(None, "train", progress=False)

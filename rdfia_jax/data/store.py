@@ -372,11 +372,16 @@ def load_prepared_scene15(split: str):
             return ([e["image"] for e in examples], np.array([e["label"] for e in examples], np.int64), list(names))
     vdir = version_dir("scene15", fmt="npz")
     if (vdir / "info.json").is_file():
-        info = json.loads((vdir / "info.json").read_text())
-        with np.load(vdir / f"{split}.npz", allow_pickle=False) as z:
-            shapes, flat, labels = z["shapes"], z["flat"], z["labels"]
-        offsets = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
-        images = [flat[offsets[i]: offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
+        try:
+            info = json.loads((vdir / "info.json").read_text())
+            with np.load(vdir / f"{split}.npz", allow_pickle=False) as z:
+                shapes, flat, labels = z["shapes"], z["flat"], z["labels"]
+            offsets = np.concatenate([[0], np.cumsum(np.prod(shapes, axis=1))])
+            if offsets[-1] != flat.size or len(labels) != len(shapes):
+                raise ValueError("image sizes do not add up to the stored pixels")
+            images = [flat[offsets[i]: offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
+        except Exception as err:  # same rule as the array_record path: damage -> rebuild message
+            raise _corrupt("scene15", vdir, err) from err
         return images, labels.astype(np.int64), info["class_names"]
     return None
 
