@@ -32,8 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:  # section not built yet
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
