@@ -143,22 +143,6 @@ def fooling(args, results: Results) -> None:
 # ----------------------------------------------------------------------------- 2.3 class visualization
 
 
-def _classvis_rows(net, res, ids, label_fn):
-    from rdfia_jax.vis import figures
-
-    rows, titles, labels = [], [], []
-    for i, t in enumerate(ids):
-        imgs = [figures.to_display(net, res.initial[i:i + 1])[0]]
-        ttl = ["start"]
-        for k, it in enumerate(res.snapshot_iters):
-            imgs.append(figures.to_display(net, res.snapshots[k, i:i + 1])[0])
-            ttl.append(f"iteration {int(it)}")
-        rows.append(imgs)
-        titles.append(ttl)
-        labels.append(label_fn(t))
-    return rows, titles, labels
-
-
 def classvis(args, results: Results) -> None:
     """Figures 21 (gorilla), 22 (tarantula) with the defaults; 23 lr 1; 24 l2_reg 1; 25 400 iterations."""
     from rdfia_jax.vis import classvis as C
@@ -174,7 +158,7 @@ def classvis(args, results: Results) -> None:
         t = core.resolve_class(net, target)
         t0 = time.time()
         res = C.class_visualization(net, [t], seed=args.seed, snapshot_every=max(1, kw["iters"] // 4), **kw)
-        rows, titles, labels = _classvis_rows(net, res, [t], lambda c: names[int(c)])
+        rows, titles, labels = figures.classvis_rows(net, res, [t], lambda c: names[int(c)])
         desc = ", ".join(f"{k} {v:g}" for k, v in kw.items())
         figures.snapshots_figure(rows, titles, labels, args.out / f"figure{fig}_classvis_{target}.png",
                                  suptitle=f"squeezenet1_1 {target} ({desc}): {_tag(net)}")
@@ -200,7 +184,7 @@ def classvis_image(args, results: Results) -> None:
                        args.out / "figure26_classvis_from_image_first.png", cols=2, suptitle=_tag(net))
     figures.image_grid([final], [f"final: {names[t]} p={float(res.probabilities[0]):.3f}"],
                        args.out / "figure27_classvis_from_image_final.png", cols=1, suptitle=_tag(net))
-    rows, titles, lab = _classvis_rows(net, res, [t], lambda c: names[int(c)])
+    rows, titles, lab = figures.classvis_rows(net, res, [t], lambda c: names[int(c)])
     figures.snapshots_figure(rows, titles, lab, args.out / "figure28_classvis_from_image.png",
                              suptitle=f"from {names[int(labels[args.start_index])]} to {names[t]}: {_tag(net)}")
     results.add("2.3", f"figures 26-28: {names[int(labels[args.start_index])]} -> {names[t]}",

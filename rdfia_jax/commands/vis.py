@@ -307,19 +307,8 @@ def _classvis(args) -> int:
                                 blur_sigma=args.blur_sigma, max_jitter=args.jitter, clamp=not args.no_clamp,
                                 snapshot_every=args.snapshot_every, normalize_grad=args.normalize_grad,
                                 seed=args.seed)
-    rows, titles, row_labels = [], [], []
-    for i, t in enumerate(ids):
-        imgs = [figures.to_display(network, res.initial[i:i + 1])[0]]
-        ttl = ["start"]
-        for k, it in enumerate(res.snapshot_iters):
-            imgs.append(figures.to_display(network, res.snapshots[k, i:i + 1])[0])
-            ttl.append(f"iteration {int(it)}")
-        if not len(res.snapshot_iters):
-            imgs.append(figures.to_display(network, res.images[i:i + 1])[0])
-            ttl.append(f"iteration {args.iters}")
-        rows.append(imgs)
-        titles.append(ttl)
-        row_labels.append(label[int(t)] if label else f"{args.layer} ch {t}")
+    rows, titles, row_labels = figures.classvis_rows(
+        network, res, ids, lambda t: label[int(t)] if label else f"{args.layer} ch {t}", final_iters=args.iters)
     out = Path(args.out)
     fig = figures.snapshots_figure(rows, titles, row_labels, out / "classvis.png",
                                    suptitle=f"{network.name}: {_banner(network)}")

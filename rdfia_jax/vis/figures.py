@@ -129,3 +129,31 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path, *, col
 
 
 __all__ = ["to_display", "attribution_grid", "fooling_figure", "snapshots_figure", "image_grid"]
+
+
+def classvis_rows(network, res, ids, label_fn, final_iters: int | None = None):
+    """Rows of (start, snapshot..., [final]) images for :func:`snapshots_figure`.
+
+    Args:
+      network: the visualized network (for display de-normalization).
+      res: a class-visualization result (``initial``, ``snapshots``, ``snapshot_iters``, ``images``).
+      ids: the objective targets, one row each.
+      label_fn: target -> row label.
+      final_iters: when given and no snapshot was taken, append the final image labelled with it.
+    Returns:
+      (rows of images, rows of titles, row labels).
+    """
+    rows, titles, labels = [], [], []
+    for i, t in enumerate(ids):
+        imgs = [to_display(network, res.initial[i:i + 1])[0]]
+        ttl = ["start"]
+        for k, it in enumerate(res.snapshot_iters):
+            imgs.append(to_display(network, res.snapshots[k, i:i + 1])[0])
+            ttl.append(f"iteration {int(it)}")
+        if final_iters is not None and not len(res.snapshot_iters):
+            imgs.append(to_display(network, res.images[i:i + 1])[0])
+            ttl.append(f"iteration {final_iters}")
+        rows.append(imgs)
+        titles.append(ttl)
+        labels.append(label_fn(t))
+    return rows, titles, labels
