@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.harness import Workload
+from rdfia_jax import xla
 
 BATCH = 128
 NZ = 100
@@ -38,7 +39,7 @@ def _jax_setup(kind: str):
         from rdfia_jax.gan import steps
 
         parts, state = steps.build(steps.GanConfig(kind=kind))
-        step = jax.jit(steps.make_train_step(parts))
+        step = xla.jit(steps.make_train_step(parts))
         batch = jax.device_put(_batch() if kind == "cgan" else {"x": _batch()["x"]})
         box = {"state": state, "i": 0}
 

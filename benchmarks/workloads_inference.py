@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.harness import Workload
+from rdfia_jax import xla
 
 BATCHES = (1, 8, 32)
 SIZE = 224
@@ -26,7 +27,7 @@ def _jax_setup(model: str, batch: int):
         graphdef, state = nnx.split(models.create(model, dtype=dtype))
         state = jax.tree.map(lambda a: a.astype(dtype), state)
         x = jnp.asarray(_inputs(batch), dtype)
-        fn = jax.jit(lambda s, v: models.forward(graphdef, s, v)[0])
+        fn = xla.jit(lambda s, v: models.forward(graphdef, s, v)[0])
         return lambda: fn(state, x).block_until_ready()
     return setup
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import json
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from rdfia_jax.fileio import atomic_path
 from rdfia_jax.models import forward
 from rdfia_jax.models.small import SMALL_NAME, SmallCNN
 from rdfia_jax.preprocess import Preprocessing
+from rdfia_jax import xla
 
 # Bump when the architecture or training recipe changes: older caches are then retrained.
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ def _load(dataset: str, split: str, data_dir):
     return load(dataset, split, data_dir=data_dir)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@xla.jit(static_argnums=(0, 3))
 def _apply_jit(graphdef, params, x, capture):
     return forward(graphdef, params, x, capture)
 
@@ -245,7 +245,7 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
     with jax.numpy_dtype_promotion("standard"):
         opt_state = tx.init(params)
 
-    @jax.jit
+    @xla.jit
     def step(params, opt_state, images_u8, labels):
         def loss_fn(p):
             logits, _ = forward(graphdef, p, images_u8.astype(jnp.float32) / jnp.float32(255.0))

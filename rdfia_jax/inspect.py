@@ -16,6 +16,7 @@ from flax import nnx
 from rdfia_jax import imagenet, models
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.images import to_unit
+from rdfia_jax import xla
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ def predict(network: models.Network, images_uint8: np.ndarray, sources: Sequence
     """
     graphdef, prep = network.graphdef, network.preprocessing
 
-    @jax.jit
+    @xla.jit
     def top_k(state, batch):
         logits, _ = models.forward(graphdef, state, prep.normalize(batch))
         probs = jax.nn.softmax(logits, axis=-1)

@@ -19,7 +19,6 @@ and ``max_norm`` are traced values (no recompilation when they change).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -30,12 +29,13 @@ from rdfia_jax.attacks.base import (ApplyFn, AttackResult, PixelBox, change_norm
                                     check_positive_int, check_targets, logits_of)
 from rdfia_jax.attacks.resample import deform, gaussian_smooth, max_displacement, spatial_gradient
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax import xla
 
 # Logit margin under which an image counts as sitting on the decision boundary (then overshoot).
 _BOUNDARY_TOL = 1e-3
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "num_candidates", "targeted", "sigma"))
+@xla.jit(static_argnames=("apply", "num_candidates", "targeted", "sigma"))
 def _adef_core(apply, params, x, labels, targets, unit, max_iter, overshoot, max_norm, *,
                num_candidates, targeted, sigma):
     n, h, w, _ = x.shape

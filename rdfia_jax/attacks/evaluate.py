@@ -16,6 +16,7 @@ from rdfia_jax.attacks.adef import adef
 from rdfia_jax.attacks.base import ApplyFn, AttackResult, logits_of
 from rdfia_jax.attacks.fgsm_pgd import fgsm, pgd
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax import xla
 
 METHODS = ("fgsm", "pgd", "adef")
 _ATTACKS: dict[str, Callable[..., AttackResult]] = {"fgsm": fgsm, "pgd": pgd, "adef": adef}
@@ -42,7 +43,7 @@ _PREDICT_CACHE: dict[Any, Callable] = {}
 
 def _jitted_predict(apply):
     if apply not in _PREDICT_CACHE:
-        _PREDICT_CACHE[apply] = jax.jit(lambda p, x: jnp.argmax(logits_of(apply(p, x)), axis=-1).astype(jnp.int32))
+        _PREDICT_CACHE[apply] = xla.jit(lambda p, x: jnp.argmax(logits_of(apply(p, x)), axis=-1).astype(jnp.int32))
     return _PREDICT_CACHE[apply]
 
 

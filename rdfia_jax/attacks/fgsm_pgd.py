@@ -14,7 +14,6 @@ loop stops when every image is done.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -24,6 +23,7 @@ import optax
 from rdfia_jax.attacks.base import (ApplyFn, AttackResult, PixelBox, change_norms, check_eps, check_images,
                                     check_labels, check_norm, check_positive_int, check_targets, logits_of)
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax import xla
 
 _TINY = 1e-12
 
@@ -44,7 +44,7 @@ def _random_start(key, shape, eps, norm):
     return direction * radius
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "norm", "targeted", "random_start", "early_stop"))
+@xla.jit(static_argnames=("apply", "norm", "targeted", "random_start", "early_stop"))
 def _pgd_core(apply, params, x, labels, targets, key, lo, hi, unit, eps, step_size, steps, *,
               norm, targeted, random_start, early_stop):
     unit4 = unit.reshape(1, 1, 1, -1)

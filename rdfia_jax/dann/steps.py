@@ -32,6 +32,7 @@ import optax
 from flax import nnx
 
 from rdfia_jax.dann.models import DANN
+from rdfia_jax import xla
 
 # Python-side trace counter: the body of the step increments it only while JAX traces it, so a
 # test (or the run loop) can assert that a whole run compiles the step exactly once.
@@ -230,7 +231,7 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True
         metrics.update(lr=sched["lr"], **{"lambda": sched["lambda"]}, grl=sched["grl"], alpha=sched["alpha"])
         return {"params": params, "opt_state": opt_state}, metrics
 
-    return jax.jit(step) if jit else step
+    return xla.jit(step) if jit else step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def make_eval_fn(graphdef: nnx.GraphDef, cfg: StepConfig) -> Callable:
         model = nnx.merge(graphdef, params)
         return model(standardize(images_u8, cfg.mean, cfg.std), 0.0)
 
-    return jax.jit(forward)
+    return xla.jit(forward)
 
 
 def _padded_batches(n: int, batch_size: int):

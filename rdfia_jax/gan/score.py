@@ -27,11 +27,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from rdfia_jax import xla
 
 NUM_CLASSES = 10
 
 
-@jax.jit
+@xla.jit
 def to_classifier_input(images: jax.Array) -> jax.Array:
     """(N, 32, 32, 1) in [-1, 1] -> (N, 28, 28, 1) in [0, 1]."""
     x = (images.astype(jnp.float32) + 1.0) * 0.5

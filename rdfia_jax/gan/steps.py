@@ -31,6 +31,7 @@ from flax import nnx
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.gan import models
 from rdfia_jax.train.loop import apply_optimizer
+from rdfia_jax import xla
 
 KINDS = ("gan", "cgan")
 
@@ -235,7 +236,7 @@ def make_sampler(parts: GanParts) -> Callable:
     """
     conditional = parts.config.kind == "cgan"
 
-    @jax.jit
+    @xla.jit
     def sample(g, z, y=None):
         images, _ = generate(parts, g, z, one_hot(y) if conditional else None, train=False)
         return images
@@ -247,7 +248,7 @@ def make_d_scorer(parts: GanParts) -> Callable:
     """A jitted ``score(d, images, y) -> D probabilities`` in inference mode."""
     conditional = parts.config.kind == "cgan"
 
-    @jax.jit
+    @xla.jit
     def score(d, images, y=None):
         logits, _ = discriminate(parts, d, images, one_hot(y) if conditional else None, train=False)
         return jax.nn.sigmoid(logits)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax
@@ -22,6 +21,7 @@ from flax import nnx
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.models.imagenet_models import VGG16, AlexNet, Fire, SqueezeNet11
 from rdfia_jax.preprocess import TORCHVISION, Preprocessing
+from rdfia_jax import xla
 
 MODEL_CLASSES = {"vgg16": VGG16, "alexnet": AlexNet, "squeezenet1_1": SqueezeNet11}
 MODEL_NAMES = tuple(MODEL_CLASSES)
@@ -88,7 +88,7 @@ def activation_names(name: str) -> tuple[str, ...]:
     return abstract(name, width=1.0 / 64).activation_names
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@xla.jit(static_argnums=(0, 3))
 def _forward_jit(graphdef, state, x, capture):
     return nnx.merge(graphdef, state)(x, capture=capture)
 
@@ -159,7 +159,7 @@ class Network:
             raise RdfiaError(f"unknown layer {layer!r} for model {self.name!r}; "
                              f"available layers: {', '.join(self.activation_names)}")
         graphdef = self.graphdef
-        return jax.jit(lambda state, x: forward(graphdef, state, x, (layer,))[1][layer])
+        return xla.jit(lambda state, x: forward(graphdef, state, x, (layer,))[1][layer])
 
 
 __all__ = ["MODEL_NAMES", "Network", "create", "abstract", "forward", "canonical_name", "activation_names",

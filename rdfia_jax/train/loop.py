@@ -52,6 +52,7 @@ import numpy as np
 
 from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax import xla
 
 __all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
 
@@ -129,7 +130,7 @@ def all_finite(tree: Any) -> bool:
     return bool(jax.device_get(_all_finite_jit(leaves)))
 
 
-@jax.jit
+@xla.jit
 def _all_finite_jit(leaves):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
@@ -242,7 +243,7 @@ def run(
             # (a resumed run may extend the number of epochs, so total_steps is not compared)
             history = {k: list(v) for k, v in meta.get("history", {}).items()}
             start = resumed_from = latest
-    step_fn = jax.jit(step) if jit else step
+    step_fn = xla.jit(step) if jit else step
     n_devices = jax.local_device_count() if data_parallel is True else int(data_parallel or 1)
     mesh = parallel.data_mesh(n_devices) if n_devices > 1 else None
     if mesh is not None:

@@ -18,6 +18,7 @@ import optax
 
 from rdfia_jax.data.batching import epoch_order
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax import xla
 
 
 def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -202,7 +203,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), jnp.float32(1.0))
 
-    @jax.jit
+    @xla.jit
     def step(p, s, x, y, mask):
         counter["traces"] += 1
         loss, grads = jax.value_and_grad(loss_fn)(p, x, y, mask)
@@ -212,7 +213,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
             updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
-    @jax.jit
+    @xla.jit
     def predict(p, x):
         return jnp.argmax(head_apply(p, x), axis=-1)
 

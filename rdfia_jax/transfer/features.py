@@ -36,6 +36,7 @@ from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.images import RESIZE_MODES, array_to_image, resize_image
 from rdfia_jax.models import Network, forward
+from rdfia_jax import xla
 
 CACHE_FORMAT = 1
 
@@ -138,7 +139,7 @@ class FeatureExtractor:
             _, acts = forward(graphdef, state, prep.normalize(x), layers_)
             return tuple(acts[l].reshape(acts[l].shape[0], -1).astype(jnp.float32) for l in layers_)
 
-        self._fn = jax.jit(features, in_shardings=(parallel.replicated(mesh), self.batch_sharding),
+        self._fn = xla.jit(features, in_shardings=(parallel.replicated(mesh), self.batch_sharding),
                            out_shardings=self.batch_sharding)
 
     def __call__(self, batches: Iterable[np.ndarray], total: int, *, progress: bool = True) -> dict[str, np.ndarray]:

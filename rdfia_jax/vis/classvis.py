@@ -16,7 +16,6 @@ backend the default engine instead calls one compiled iteration from Python (see
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -26,6 +25,7 @@ import numpy as np
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.models import Network, forward
 from rdfia_jax.vis import core
+from rdfia_jax import xla
 
 OBJECTIVE_KINDS = ("class", "channel", "neuron")
 
@@ -153,7 +153,7 @@ def _iteration(t, x, state, targets, key, lr, l2_reg, lo, hi, *, graphdef, objec
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("iters", "snapshot_every", *_STATIC))
+@xla.jit(static_argnames=("iters", "snapshot_every", *_STATIC))
 def _classvis(state, x0, targets, key, lr, l2_reg, lo, hi, *, graphdef, objective, iters, blur_every,
               blur_sigma, max_jitter, clamp, snapshot_every, normalize_grad):
     """The whole loop as one compiled ``lax.fori_loop`` (the "lax" engine)."""
@@ -177,14 +177,14 @@ def _classvis(state, x0, targets, key, lr, l2_reg, lo, hi, *, graphdef, objectiv
     return x, snaps, values, logits
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@xla.jit(static_argnames=_STATIC)
 def _classvis_step(t, x, state, targets, key, lr, l2_reg, lo, hi, **static):
     """One iteration, compiled once and called from Python (the "python" engine)."""
     core.count_trace("classvis_step")
     return _iteration(t, x, state, targets, key, lr, l2_reg, lo, hi, **static)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "objective"))
+@xla.jit(static_argnames=("graphdef", "objective"))
 def _objective_jit(state, x, targets, *, graphdef, objective):
     return objective_values(graphdef, state, x, targets, objective)
 

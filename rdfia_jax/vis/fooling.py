@@ -10,7 +10,6 @@ SqueezeNet score behind a dead ReLU) from producing NaN: the image then simply d
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -19,6 +18,7 @@ import numpy as np
 
 from rdfia_jax.models import Network, forward
 from rdfia_jax.vis import core
+from rdfia_jax import xla
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ def fooling_step(graphdef, state, x: jnp.ndarray, targets: jnp.ndarray, done: jn
     return jnp.where(done[:, None, None, None], x, x + step), done
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
+@xla.jit(static_argnums=(0, 7))
 def _fool(graphdef, state, x0, targets, max_iters, lr, eps, clamp, lo, hi):
     core.count_trace("fool")
 

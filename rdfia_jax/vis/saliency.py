@@ -14,7 +14,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.models import Network, forward
 from rdfia_jax.vis import core
+from rdfia_jax import xla
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
 
@@ -45,13 +45,13 @@ def channel_max_abs(g: jnp.ndarray) -> jnp.ndarray:
     return jnp.max(jnp.abs(g), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@xla.jit(static_argnums=0)
 def _saliency(graphdef, state, x, targets):
     core.count_trace("saliency")
     return channel_max_abs(input_gradient(graphdef, state, x, targets))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
+@xla.jit(static_argnums=(0, 5))
 def _smoothgrad(graphdef, state, x, targets, key, n_samples, noise_level):
     core.count_trace("smoothgrad")
     # Noise scaled to each image's value range, as in the SmoothGrad paper (sigma / (max - min)).
@@ -66,7 +66,7 @@ def _smoothgrad(graphdef, state, x, targets, key, n_samples, noise_level):
     return total / jnp.asarray(n_samples, x.dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
+@xla.jit(static_argnums=(0, 5))
 def _integrated_gradients(graphdef, state, x, targets, baseline, steps):
     core.count_trace("integrated_gradients")
     # Midpoint Riemann sum of the gradient along the straight path baseline -> x.
@@ -79,7 +79,7 @@ def _integrated_gradients(graphdef, state, x, targets, baseline, steps):
     return (x - baseline) * total / jnp.asarray(steps, x.dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
+@xla.jit(static_argnums=(0, 4))
 def _gradcam(graphdef, state, x, targets, layer):
     core.count_trace("gradcam")
     shape = jax.eval_shape(lambda: forward(graphdef, state, x, (layer,))[1][layer])

@@ -20,6 +20,7 @@ import numpy as np
 
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.images import IMAGE_EXTENSIONS
+from rdfia_jax import xla
 
 
 @dataclasses.dataclass
@@ -126,7 +127,7 @@ def evaluate(network, paths: list[Path], labels: np.ndarray, *, batch_size: int 
     if limit is not None:
         paths, labels = paths[:limit], labels[:limit]
     graphdef, prep = network.graphdef, network.preprocessing
-    top5_fn = jax.jit(lambda state, x: jax.lax.top_k(models.forward(graphdef, state, prep.normalize(x))[0], 5)[1])
+    top5_fn = xla.jit(lambda state, x: jax.lax.top_k(models.forward(graphdef, state, prep.normalize(x))[0], 5)[1])
     top1 = top5 = 0
     with tqdm(total=len(paths), unit="img", desc=f"eval {network.name}", disable=None) as bar:
         for start in range(0, len(paths), batch_size):
