@@ -88,7 +88,9 @@ def run_framework(framework: str, filter_re: str, precision: str, repeats: int, 
         import jax
         jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "default")
         device = jax.devices()[0].device_kind
-        version = f"jax {jax.__version__}"
+        from rdfia_jax import xla
+        kernels = "YNNPACK dot/conv fusions" if xla.compiler_options() else "XLA default kernels"
+        version = f"jax {jax.__version__}, {kernels}"
     else:
         import torch
         torch.backends.cuda.matmul.allow_tf32 = False

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.harness import Workload
-from rdfia_jax import xla
 
 BATCH = 128
 NZ = 100
@@ -36,6 +35,7 @@ def _jax_setup(kind: str):
         import jax
         import jax.numpy as jnp
 
+        from rdfia_jax import xla
         from rdfia_jax.gan import steps
 
         parts, state = steps.build(steps.GanConfig(kind=kind))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.harness import Workload
-from rdfia_jax import xla
 
 BATCHES = (1, 8, 32)
 SIZE = 224
@@ -21,7 +20,7 @@ def _jax_setup(model: str, batch: int):
         import jax.numpy as jnp
         from flax import nnx
 
-        from rdfia_jax import models
+        from rdfia_jax import models, xla
 
         dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
         graphdef, state = nnx.split(models.create(model, dtype=dtype))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rdfia_jax.dann.grl import grad_reverse
+from rdfia_jax.models import channel_ops
 
 FEATURE_DIM = 7 * 7 * 48  # 2352
 NUM_CLASSES = 10
@@ -35,7 +36,8 @@ def _torch_bias_init(fan_in: int):
 
 
 def _conv(cin: int, cout: int, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(cin, cout, (5, 5), padding=((2, 2), (2, 2)), kernel_init=_torch_kernel_init,
+    # channel_ops.Conv: nnx.Conv with a bias gradient that is fast on CPU (same variables)
+    return channel_ops.Conv(cin, cout, (5, 5), padding=((2, 2), (2, 2)), kernel_init=_torch_kernel_init,
                     bias_init=_torch_bias_init(cin * 25), rngs=rngs)
 
 

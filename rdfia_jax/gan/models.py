@@ -26,6 +26,7 @@ from flax import nnx
 
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.gan import ops
+from rdfia_jax.models import channel_ops
 
 NUM_CLASSES = 10
 INIT_STD = 0.02
@@ -42,7 +43,8 @@ def _bn_scale_init(key, shape, dtype=jnp.float32):
 
 
 def _bn(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return nnx.BatchNorm(
+    # channel_ops.BatchNorm: nnx.BatchNorm whose training-mode gradients are fast on CPU
+    return channel_ops.BatchNorm(
         features, momentum=BN_MOMENTUM, epsilon=BN_EPS, scale_init=_bn_scale_init,
         use_fast_variance=False, rngs=rngs,
     )
