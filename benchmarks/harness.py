@@ -82,8 +82,31 @@ def _time(run: Callable[[], object], min_repeats: int, min_seconds: float) -> tu
     return first, times
 
 
+#: Set in the "torch-compile" worker process: the torch workloads wrap their networks with
+#: :func:`torch_compiled`, so the same setups time PyTorch eager and ``torch.compile``.
+TORCH_COMPILE = False
+
+
+def torch_compiled(module):
+    """``torch.compile(module)`` in the "torch-compile" worker, ``module`` itself otherwise.
+
+    Torch workloads call this on every network they build (the optimizer keeps the original
+    module's parameters, which the compiled wrapper shares)."""
+    if not TORCH_COMPILE:
+        return module
+    import torch
+    return torch.compile(module)
+
+
 def run_framework(framework: str, filter_re: str, precision: str, repeats: int, seconds: float) -> list[dict]:
-    """Run every workload of one framework in this process; returns one dict per workload."""
+    """Run every workload of one framework in this process; returns one dict per workload.
+
+    ``framework`` is "jax", "torch" (eager) or "torch-compile" (the torch workloads with their
+    networks wrapped by ``torch.compile``; the first call, timed as compile time, includes Inductor's
+    code generation)."""
+    global TORCH_COMPILE
+    workload_framework = "torch" if framework == "torch-compile" else framework
+    TORCH_COMPILE = framework == "torch-compile"
     if framework == "jax":
         import jax
         jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "default")
@@ -97,9 +120,11 @@ def run_framework(framework: str, filter_re: str, precision: str, repeats: int, 
         torch.backends.cudnn.allow_tf32 = False
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        if TORCH_COMPILE:
+            version += ", torch.compile (Inductor)"
     rows = []
     for w in discover(filter_re):
-        if w.framework != framework:
+        if w.framework != workload_framework:
             continue
         try:
             run = w.setup(precision)
@@ -132,10 +157,14 @@ def combine(rows: list[dict]) -> list[dict]:
     for r in rows:
         by_name.setdefault(r["name"], {})[r["framework"]] = r
     table = []
+
+    def ratio(a, b):
+        return (b["median_s"] / a["median_s"]) if a and b and "median_s" in a and "median_s" in b else None
+
     for name, d in by_name.items():
-        j, t = d.get("jax"), d.get("torch")
-        ratio = (t["median_s"] / j["median_s"]) if j and t and "median_s" in j and "median_s" in t else None
-        table.append(dict(name=name, jax=j, torch=t, speedup=ratio))
+        j, t, tc = d.get("jax"), d.get("torch"), d.get("torch-compile")
+        table.append(dict(name=name, jax=j, torch=t, speedup=ratio(j, t), torch_compile=tc,
+                          speedup_compile=ratio(j, tc)))
     return table
 
 
@@ -150,15 +179,24 @@ def _fmt(r: dict | None) -> str:
 def to_markdown(table: list[dict], precision: str) -> str:
     any_row = next((r["jax"] or r["torch"] for r in table if r["jax"] or r["torch"]), {})
     jax_v = next((r["jax"]["version"] for r in table if r["jax"]), "-")
-    torch_v = next((r["torch"]["version"] for r in table if r["torch"]), "-")
+    torch_v = next((r[k]["version"] for r in table for k in ("torch", "torch_compile") if r.get(k)), "-")
+    compiled = any(r.get("torch_compile") for r in table)
+    header = "| workload | rdfia-jax median (throughput) | JAX compile s | PyTorch median (throughput) | speed-up (torch/jax) |"
+    if compiled:
+        header += " torch.compile median (throughput) | torch.compile s | speed-up (torch.compile/jax) |"
     lines = [f"### {datetime.date.today().isoformat()} - {machine()} - device {any_row.get('device', '?')} - "
-             f"precision {precision}", "", f"Versions: {jax_v}; {torch_v}.", "",
-             "| workload | rdfia-jax median (throughput) | JAX compile s | PyTorch median (throughput) | speed-up (torch/jax) |",
-             "| --- | --- | --- | --- | --- |"]
+             f"precision {precision}", "", f"Versions: {jax_v}; {torch_v}.", "", header,
+             "|" + " --- |" * (header.count("|") - 1)]
     for r in table:
         comp = f"{r['jax']['compile_s']:.1f}" if r["jax"] and "compile_s" in r["jax"] else "-"
         sp = f"**{r['speedup']:.2f}x**" if r["speedup"] else "-"
-        lines.append(f"| {r['name']} | {_fmt(r['jax'])} | {comp} | {_fmt(r['torch'])} | {sp} |")
+        line = f"| {r['name']} | {_fmt(r['jax'])} | {comp} | {_fmt(r['torch'])} | {sp} |"
+        if compiled:
+            tc = r.get("torch_compile")
+            tcomp = f"{tc['compile_s']:.1f}" if tc and "compile_s" in tc else "-"
+            spc = f"**{r['speedup_compile']:.2f}x**" if r.get("speedup_compile") else "-"
+            line += f" {_fmt(tc)} | {tcomp} | {spc} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("run", "list", "worker"), help="run both frameworks / list workloads")
     ap.add_argument("--filter", default="", help="regular expression on workload names")
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="compute precision")
-    ap.add_argument("--frameworks", default="jax,torch", help="comma-separated frameworks to run")
+    ap.add_argument("--frameworks", default="jax,torch",
+                    help="comma-separated frameworks to run: jax, torch (eager), torch-compile")
     ap.add_argument("--repeats", type=int, default=5, help="minimum timed repeats after warm-up (default 5)")
     ap.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per workload (default 3)")
     ap.add_argument("--json-out", default=None, help="also write the combined rows as JSON here")

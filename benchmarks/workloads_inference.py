@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import Workload
+from benchmarks.harness import Workload, torch_compiled
 
 BATCHES = (1, 8, 32)
 SIZE = 224
@@ -39,7 +39,7 @@ def _torch_setup(model: str, batch: int):
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        net = MODELS[model]().eval().to(dev, dtype)
+        net = torch_compiled(MODELS[model]().eval().to(dev, dtype))
         x = torch.from_numpy(_inputs(batch).transpose(0, 3, 1, 2).copy()).to(dev, dtype)
 
         def run():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import Workload
+from benchmarks.harness import Workload, torch_compiled
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -61,7 +61,7 @@ def _torch_setup(model: str, batch_size: int):
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        net = _torch_model(model).to(dev, dtype)
+        net = torch_compiled(_torch_model(model).to(dev, dtype))
         mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
         u8 = torch.from_numpy(_batch(batch_size)).permute(0, 3, 1, 2).to(dev)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import Workload
+from benchmarks.harness import Workload, torch_compiled
 
 SIZE = 224
 BATCH = 5
@@ -100,7 +100,7 @@ def _torch_model(model: str, precision: str):
     net = MODELS[model]().eval().to(dev, dtype)
     for p in net.parameters():
         p.requires_grad = False
-    return net, dev, dtype
+    return torch_compiled(net), dev, dtype
 
 
 def _torch_saliency(model: str):

@@ -135,3 +135,14 @@ def test_checkpoint_round_trip_keys_and_optimizer(tmp_path):
     assert jax.dtypes.issubdtype(restored["key"].dtype, jax.dtypes.prng_key)
     with pytest.raises(RdfiaError, match="no checkpoint for step 4"):
         store.restore(state, step=4)
+
+
+def test_progress_without_a_terminal_prints_plain_lines(capsys):
+    # Under pytest stderr is not a terminal: a background run logging to a file sees plain lines.
+    state, step, _ = _setup()
+    loop.run(step, state, _get_batch, steps_per_epoch=N // BS, epochs=8, progress=True, desc="toy")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("toy: step ")]
+    total = 8 * (N // BS)  # 40 steps: one line every 2 (5 %)
+    assert len(lines) == 20
+    assert lines[-1].startswith(f"toy: step {total}/{total} (100 %)")
+    assert "steps/s" in lines[-1] and "eta" in lines[-1]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -120,6 +121,14 @@ class TrainingDiverged(RdfiaError):
     def __init__(self, message: str, result: LoopResult):
         super().__init__(message)
         self.result = result
+
+
+def _log_progress(desc: str, done: int, start: int, total: int, seconds: float, values: dict) -> None:
+    rate = (done - start) / seconds if seconds > 0 else float("nan")
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in list(values.items())[:4])
+    print(f"{desc or 'train'}: step {done}/{total} ({100 * done / total:.0f} %), {rate:.2f} steps/s, "
+          f"eta {eta / 60:.1f} min; {shown}", file=sys.stderr, flush=True)
 
 
 def all_finite(tree: Any) -> bool:
@@ -265,10 +274,15 @@ def run(
         )
 
     bar = None
+    # Not on a terminal (a background run writing to a log file): tqdm is off, so print one plain
+    # line every 5 % instead; a long run must never be silent.
+    log_every = 0
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=start, desc=desc, disable=None, dynamic_ncols=True)
+        if bar.disable:
+            bar, log_every = None, max(1, total // 20)
     t0 = time.perf_counter()
     diverged_msg = ""
     steps_done = start
@@ -300,6 +314,8 @@ def run(
                 bar.update(1)
                 if steps_done % 10 == 0 or steps_done == total:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:4]}, refresh=False)
+            elif log_every and (steps_done % log_every == 0 or steps_done == total):
+                _log_progress(desc, steps_done, start, total, time.perf_counter() - t0, values)
             if store is not None and (steps_done % save_every == 0 or steps_done == total):
                 if not all_finite(state):
                     diverged_msg = (
