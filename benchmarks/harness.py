@@ -82,9 +82,11 @@ def _time(run: Callable[[], object], min_repeats: int, min_seconds: float) -> tu
     return first, times
 
 
-#: Set in the "torch-compile" worker process: the torch workloads wrap their networks with
-#: :func:`torch_compiled`, so the same setups time PyTorch eager and ``torch.compile``.
-TORCH_COMPILE = False
+#: Set (to "1") in the "torch-compile" worker process: the torch workloads wrap their networks with
+#: :func:`torch_compiled`, so the same setups time PyTorch eager and ``torch.compile``. An environment
+#: variable, not a module global: the worker runs this file as ``__main__`` while the workloads
+#: import ``benchmarks.harness``, a second copy of the module.
+TORCH_COMPILE_ENV = "RDFIA_BENCH_TORCH_COMPILE"
 
 
 def torch_compiled(module):
@@ -92,7 +94,7 @@ def torch_compiled(module):
 
     Torch workloads call this on every network they build (the optimizer keeps the original
     module's parameters, which the compiled wrapper shares)."""
-    if not TORCH_COMPILE:
+    if os.environ.get(TORCH_COMPILE_ENV) != "1":
         return module
     import torch
     return torch.compile(module)
@@ -104,9 +106,8 @@ def run_framework(framework: str, filter_re: str, precision: str, repeats: int, 
     ``framework`` is "jax", "torch" (eager) or "torch-compile" (the torch workloads with their
     networks wrapped by ``torch.compile``; the first call, timed as compile time, includes Inductor's
     code generation)."""
-    global TORCH_COMPILE
     workload_framework = "torch" if framework == "torch-compile" else framework
-    TORCH_COMPILE = framework == "torch-compile"
+    os.environ[TORCH_COMPILE_ENV] = "1" if framework == "torch-compile" else "0"
     if framework == "jax":
         import jax
         jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "default")
@@ -120,7 +121,7 @@ def run_framework(framework: str, filter_re: str, precision: str, repeats: int, 
         torch.backends.cudnn.allow_tf32 = False
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-        if TORCH_COMPILE:
+        if framework == "torch-compile":
             version += ", torch.compile (Inductor)"
     rows = []
     for w in discover(filter_re):
@@ -152,6 +153,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def pool_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per (workload, framework) from several rounds: the median of the rounds' medians
+    (compile time from the first round, where the cold compilation happened)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    pooled: dict[tuple, dict] = {}
+    medians: dict[tuple, list[float]] = {}
+    for rows in rounds:
+        for r in rows:
+            key = (r["name"], r["framework"])
+            pooled.setdefault(key, dict(r))
+            if "median_s" in r:
+                medians.setdefault(key, []).append(r["median_s"])
+    for key, r in pooled.items():
+        if key in medians:
+            r["median_s"] = statistics.median(medians[key])
+            r["throughput"] = r["items"] / r["median_s"]
+            r["rounds"] = len(medians[key])
+    return list(pooled.values())
+
+
 def combine(rows: list[dict]) -> list[dict]:
     by_name: dict[str, dict] = {}
     for r in rows:
@@ -181,11 +203,14 @@ def to_markdown(table: list[dict], precision: str) -> str:
     jax_v = next((r["jax"]["version"] for r in table if r["jax"]), "-")
     torch_v = next((r[k]["version"] for r in table for k in ("torch", "torch_compile") if r.get(k)), "-")
     compiled = any(r.get("torch_compile") for r in table)
+    n_rounds = max((r[k].get("rounds", 1) for r in table for k in ("jax", "torch", "torch_compile") if r.get(k)),
+                   default=1)
+    rounds_note = f" Each median: the median of {n_rounds} alternating rounds." if n_rounds > 1 else ""
     header = "| workload | rdfia-jax median (throughput) | JAX compile s | PyTorch median (throughput) | speed-up (torch/jax) |"
     if compiled:
         header += " torch.compile median (throughput) | torch.compile s | speed-up (torch.compile/jax) |"
     lines = [f"### {datetime.date.today().isoformat()} - {machine()} - device {any_row.get('device', '?')} - "
-             f"precision {precision}", "", f"Versions: {jax_v}; {torch_v}.", "", header,
+             f"precision {precision}", "", f"Versions: {jax_v}; {torch_v}.{rounds_note}", "", header,
              "|" + " --- |" * (header.count("|") - 1)]
     for r in table:
         comp = f"{r['jax']['compile_s']:.1f}" if r["jax"] and "compile_s" in r["jax"] else "-"
@@ -219,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated frameworks to run: jax, torch (eager), torch-compile")
     ap.add_argument("--repeats", type=int, default=5, help="minimum timed repeats after warm-up (default 5)")
     ap.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per workload (default 3)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every framework this many times, alternating, and report the median of "
+                         "the rounds' medians (for a noisy machine)")
     ap.add_argument("--json-out", default=None, help="also write the combined rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--jax-python", default=sys.executable,
@@ -233,18 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         print(json.dumps(run_framework(args.framework, args.filter, args.precision, args.repeats, args.seconds)))
         return 0
-    rows: list[dict] = []
-    for fw in args.frameworks.split(","):
-        python = args.jax_python if fw == "jax" else args.torch_python
-        proc = subprocess.run([python, "-m", "benchmarks.harness", "worker", "--framework", fw,
-                               "--filter", args.filter, "--precision", args.precision,
-                               "--repeats", str(args.repeats), "--seconds", str(args.seconds)],
-                              cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            print(f"{fw} worker failed (exit {proc.returncode})", file=sys.stderr)
-            continue
-        rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
-    table = combine(rows)
+    rounds: list[list[dict]] = []
+    for _ in range(args.rounds):  # frameworks alternate, so slow drifts of the machine hit all alike
+        rows: list[dict] = []
+        for fw in args.frameworks.split(","):
+            python = args.jax_python if fw == "jax" else args.torch_python
+            proc = subprocess.run([python, "-m", "benchmarks.harness", "worker", "--framework", fw,
+                                   "--filter", args.filter, "--precision", args.precision,
+                                   "--repeats", str(args.repeats), "--seconds", str(args.seconds)],
+                                  cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                print(f"{fw} worker failed (exit {proc.returncode})", file=sys.stderr)
+                continue
+            rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rounds.append(rows)
+    table = combine(pool_rounds(rounds))
     md = to_markdown(table, args.precision)
     print(md)
     if args.json_out:

@@ -85,10 +85,11 @@ def predict(network: models.Network, images_uint8: np.ndarray, sources: Sequence
       One :class:`Prediction` per image.
     """
     graphdef, prep = network.graphdef, network.preprocessing
+    images_per_chunk = models.cpu_chunk(network.name)
 
     @xla.jit
     def top_k(state, batch):
-        logits, _ = models.forward(graphdef, state, prep.normalize(batch))
+        logits, _ = models.forward_chunked(graphdef, state, prep.normalize(batch), chunk=images_per_chunk)
         probs = jax.nn.softmax(logits, axis=-1)
         return jax.lax.top_k(probs, k)
 

@@ -226,3 +226,23 @@ def test_perturb_gives_gradient_wrt_named_activation():
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-6)
     with pytest.raises(RdfiaError, match="unknown layer 'nope'"):
         models.forward(graphdef, state, x, perturb={"nope": zero})
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, None])
+def test_forward_chunked_equals_forward(chunk):
+    graphdef, state = nnx.split(models.create("vgg16", width=1 / 16, num_classes=7))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 40, 40, 3)), jnp.float32)
+    capture = ("conv1_1", "pool3", "fc7")
+    logits, acts = models.forward(graphdef, state, x, capture)
+    c_logits, c_acts = jax.jit(lambda s, v: models.forward_chunked(graphdef, s, v, capture, chunk=chunk))(state, x)
+    np.testing.assert_allclose(c_logits, logits, rtol=1e-5, atol=1e-5)  # chunk 3 does not divide 4: one pass
+    assert set(c_acts) == set(acts)
+    for name in capture:
+        assert c_acts[name].shape == acts[name].shape
+        np.testing.assert_allclose(c_acts[name], acts[name], rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_chunk_policy():
+    assert jax.default_backend() == "cpu"
+    assert models.cpu_chunk("vgg16") == 1 and models.cpu_chunk("VGG16") == 1
+    assert models.cpu_chunk("alexnet") is None and models.cpu_chunk("squeezenet1_1") is None

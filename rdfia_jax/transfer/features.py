@@ -35,7 +35,7 @@ from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.images import RESIZE_MODES, array_to_image, resize_image
-from rdfia_jax.models import Network, forward
+from rdfia_jax.models import Network, cpu_chunk, forward_chunked
 from rdfia_jax import xla
 
 CACHE_FORMAT = 1
@@ -130,13 +130,15 @@ class FeatureExtractor:
         self.state = parallel.replicate(network.state, mesh)
         self.trace_count = 0  # incremented at trace time: tests assert one compilation per shape
         graphdef, prep, layers_ = network.graphdef, network.preprocessing, self.layers
+        # Sequential chunks only on one device: a lax.map over a batch-sharded axis would gather it.
+        chunk = cpu_chunk(network.name) if n_dev == 1 else None
 
         def features(state, images_u8):
             self.trace_count += 1
             x = images_u8.astype(jnp.float32) / jnp.float32(255.0)
             if x.shape[-1] == 1:  # grayscale -> the 3 channels ImageNet models expect
                 x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
-            _, acts = forward(graphdef, state, prep.normalize(x), layers_)
+            _, acts = forward_chunked(graphdef, state, prep.normalize(x), layers_, chunk=chunk)
             return tuple(acts[l].reshape(acts[l].shape[0], -1).astype(jnp.float32) for l in layers_)
 
         self._fn = xla.jit(features, in_shardings=(parallel.replicated(mesh), self.batch_sharding),
