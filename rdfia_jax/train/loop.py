@@ -123,10 +123,16 @@ class TrainingDiverged(RdfiaError):
         self.result = result
 
 
+def _headline(values: dict, n: int = 4) -> list[tuple[str, float]]:
+    """Up to ``n`` metrics to show, losses and accuracies first (schedules such as lr come last)."""
+    items = list(values.items())
+    return sorted(items, key=lambda kv: not ("loss" in kv[0] or "acc" in kv[0]))[:n]
+
+
 def _log_progress(desc: str, done: int, start: int, total: int, seconds: float, values: dict) -> None:
     rate = (done - start) / seconds if seconds > 0 else float("nan")
     eta = (total - done) / rate if rate > 0 else float("nan")
-    shown = ", ".join(f"{k} {v:.3g}" for k, v in list(values.items())[:4])
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in _headline(values))
     print(f"{desc or 'train'}: step {done}/{total} ({100 * done / total:.0f} %), {rate:.2f} steps/s, "
           f"eta {eta / 60:.1f} min; {shown}", file=sys.stderr, flush=True)
 
@@ -313,7 +319,7 @@ def run(
             if bar is not None:
                 bar.update(1)
                 if steps_done % 10 == 0 or steps_done == total:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:4]}, refresh=False)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in _headline(values)}, refresh=False)
             elif log_every and (steps_done % log_every == 0 or steps_done == total):
                 _log_progress(desc, steps_done, start, total, time.perf_counter() - t0, values)
             if store is not None and (steps_done % save_every == 0 or steps_done == total):
