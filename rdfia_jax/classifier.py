@@ -36,6 +36,7 @@ from rdfia_jax.fileio import atomic_path
 from rdfia_jax.models import forward
 from rdfia_jax.models.small import SMALL_NAME, SmallCNN
 from rdfia_jax.preprocess import Preprocessing
+from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
 # Bump when the architecture or training recipe changes: older caches are then retrained.
@@ -226,12 +227,10 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
       seed: initialisation and data-order seed.
       data_dir: where the raw data is (see :func:`rdfia_jax.data.load`).
       config: training recipe (default :data:`DEFAULT_CONFIGS` of the dataset).
-      progress: show a tqdm bar.
+      progress: report progress (a bar on a terminal, plain lines in a log).
     Returns:
       ``(graphdef, params, meta)``; ``meta["test_accuracy"]`` is measured on the test split.
     """
-    from tqdm import tqdm
-
     config = config or DEFAULT_CONFIGS[dataset]
     train, test = _load(dataset, "train", data_dir), _load(dataset, "test", data_dir)
     if train.images.shape[1:] != (28, 28, 1):
@@ -260,7 +259,7 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
 
     images, labels = np.asarray(train.images), np.asarray(train.labels)
     start = time.time()
-    bar = tqdm(total=total, desc=f"training small classifier ({dataset}, seed {seed})", disable=not progress or None)
+    bar = Progress(total, f"training small classifier ({dataset}, seed {seed})", unit="steps", enabled=progress)
     loss = jnp.zeros(())
     for epoch in range(config.epochs):
         order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -268,7 +267,7 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             params, opt_state, loss = step(params, opt_state, images[idx], labels[idx])
             bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix({"loss": float(loss)})
     bar.close()
     elapsed = time.time() - start
     acc = accuracy(graphdef, params, test.images, test.labels)

@@ -16,6 +16,7 @@ from rdfia_jax.attacks.adef import adef
 from rdfia_jax.attacks.base import ApplyFn, AttackResult, logits_of
 from rdfia_jax.attacks.fgsm_pgd import fgsm, pgd
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.progress import track
 from rdfia_jax import xla
 
 METHODS = ("fgsm", "pgd", "adef")
@@ -79,15 +80,13 @@ def run_attack(method: str, apply: ApplyFn, params: Any, x: np.ndarray, labels: 
       apply, params: the model (see :func:`rdfia_jax.attacks.pgd`).
       x: (N, H, W, C) model inputs; labels: (N,) true classes.
       batch_size: images per jitted call (the last batch is padded, so one compilation).
-      progress: show a tqdm bar.
+      progress: report progress (a bar on a terminal, plain lines in a log).
       **kwargs: the attack's options (``eps``, ``norm``, ``steps``, ``target``...). A per-image
         ``target`` array is split with the images.
     Returns:
       ``(result, seconds)``: ``result`` maps :class:`AttackResult` field names to numpy arrays (the
       ``field`` entry only for ADef); ``seconds`` is the wall time including compilation.
     """
-    from tqdm import tqdm
-
     fn = attack_fn(method)
     x = np.asarray(x, np.float32)
     labels = np.asarray(labels)
@@ -99,7 +98,7 @@ def run_attack(method: str, apply: ApplyFn, params: Any, x: np.ndarray, labels: 
     size = min(batch_size, x.shape[0])
     batches = list(_padded_batches(x, batch_size))
     key = kwargs.pop("key", None)
-    for b, (xb, k) in enumerate(tqdm(batches, desc=f"{method} attack", disable=not progress or None)):
+    for b, (xb, k) in enumerate(track(batches, f"{method} attack", unit="batches", enabled=progress)):
         yb = _pad_vec(labels[offset:offset + k], size)
         tb = _pad_vec(np.asarray(target)[offset:offset + k], size) if per_image_target else target
         if key is not None:  # independent random starts per batch

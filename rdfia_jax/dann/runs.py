@@ -278,7 +278,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
       lr_per_epoch: step the lr's progress per epoch, as the original notebook did.
       save_every: checkpoint period in steps.
       figures: write curves.png and tsne.png.
-      progress: tqdm bar.
+      progress: report progress (a bar on a terminal, plain lines in a log).
       eval_every_epoch: evaluate on test subsets after every epoch (curves).
       hooks: extra :class:`rdfia_jax.train.loop.Hook` callbacks (progress reports, tests).
       batch_sizes: override the run's (source, target) images per step (tests, small data).

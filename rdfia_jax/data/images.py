@@ -12,6 +12,7 @@ import numpy as np
 
 from rdfia_jax import paths
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.progress import track
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SCENE15_URL = ("https://figshare.com/articles/dataset/15-Scene_Image_Dataset/7007177 (the practical's split: "
@@ -100,7 +101,7 @@ def load_scene15(root=None, split: str = "train", *, progress: bool = True, use_
       root: the ``15SceneData`` folder, a folder containing it, or ``15SceneData.zip``
         (default: ``$RDFIA_JAX_DATA``).
       split: ``"train"`` or ``"test"``.
-      progress: show a tqdm bar while decoding.
+      progress: report decoding progress (a bar on a terminal, plain lines in a log).
       use_prepared: with ``root=None``, read the prepared copy (``rdfia-jax data prepare scene15``) if any.
     Returns:
       ``(images, labels, class_names)``: a list of uint8 HxWx1 / HxWx3 arrays, int64 labels (N,),
@@ -109,8 +110,6 @@ def load_scene15(root=None, split: str = "train", *, progress: bool = True, use_
       RdfiaError: missing folder, wrong layout (no class folders, classes differing between splits),
         or an undecodable image.
     """
-    from tqdm import tqdm
-
     if split not in SCENE15_COUNTS:
         raise RdfiaError(f"unknown split {split!r}; choose 'train' or 'test'")
     if root is None and use_prepared:
@@ -134,7 +133,7 @@ def load_scene15(root=None, split: str = "train", *, progress: bool = True, use_
     images, labels = [], []
     zf = zipfile.ZipFile(src) if is_zip else None
     try:
-        for cls, _, where in tqdm(entries, desc=f"15 Scene {split}", unit="img", disable=None if progress else True):
+        for cls, _, where in track(entries, f"15 Scene {split}", unit="img", enabled=progress):
             data = zf.read(where) if zf is not None else Path(where).read_bytes()
             images.append(decode_image(data, f"{src}:{where}" if zf is not None else str(where)))
             labels.append(index[cls])

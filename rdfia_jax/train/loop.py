@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -54,6 +53,7 @@ import numpy as np
 from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax import xla
+from rdfia_jax.progress import Progress
 
 __all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
 
@@ -127,14 +127,6 @@ def _headline(values: dict, n: int = 4) -> list[tuple[str, float]]:
     """Up to ``n`` metrics to show, losses and accuracies first (schedules such as lr come last)."""
     items = list(values.items())
     return sorted(items, key=lambda kv: not ("loss" in kv[0] or "acc" in kv[0]))[:n]
-
-
-def _log_progress(desc: str, done: int, start: int, total: int, seconds: float, values: dict) -> None:
-    rate = (done - start) / seconds if seconds > 0 else float("nan")
-    eta = (total - done) / rate if rate > 0 else float("nan")
-    shown = ", ".join(f"{k} {v:.3g}" for k, v in _headline(values))
-    print(f"{desc or 'train'}: step {done}/{total} ({100 * done / total:.0f} %), {rate:.2f} steps/s, "
-          f"eta {eta / 60:.1f} min; {shown}", file=sys.stderr, flush=True)
 
 
 def all_finite(tree: Any) -> bool:
@@ -221,7 +213,7 @@ def run(
       hooks: :class:`Hook` callbacks.
       metadata: extra JSON data saved with every checkpoint (under ``"run"``).
       on_divergence: "raise" (:class:`TrainingDiverged`) or "return" (result with diverged=True).
-      progress: show a tqdm bar (only on a terminal).
+      progress: report progress (a bar on a terminal, plain lines in a log).
       desc: progress-bar label.
       jit: jit ``step`` (turn off only for debugging).
       data_parallel: with several local devices, replicate the state and split every batch over
@@ -279,16 +271,7 @@ def run(
             },
         )
 
-    bar = None
-    # Not on a terminal (a background run writing to a log file): tqdm is off, so print one plain
-    # line every 5 % instead; a long run must never be silent.
-    log_every = 0
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=desc, disable=None, dynamic_ncols=True)
-        if bar.disable:
-            bar, log_every = None, max(1, total // 20)
+    bar = Progress(total, desc or "train", unit="steps", initial=start, enabled=progress)
     t0 = time.perf_counter()
     diverged_msg = ""
     steps_done = start
@@ -316,12 +299,8 @@ def run(
             steps_done = s + 1
             if s == start:
                 first_step_seconds = time.perf_counter() - t0
-            if bar is not None:
-                bar.update(1)
-                if steps_done % 10 == 0 or steps_done == total:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in _headline(values)}, refresh=False)
-            elif log_every and (steps_done % log_every == 0 or steps_done == total):
-                _log_progress(desc, steps_done, start, total, time.perf_counter() - t0, values)
+            bar.set_postfix(dict(_headline(values)))
+            bar.update(1)
             if store is not None and (steps_done % save_every == 0 or steps_done == total):
                 if not all_finite(state):
                     diverged_msg = (
@@ -339,8 +318,7 @@ def run(
                 if hook.at_end or steps_done % hook.every == 0:
                     hook.fn(steps_done, state, _history_arrays(history))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     result = LoopResult(
         state=state,
         history=_history_arrays(history),

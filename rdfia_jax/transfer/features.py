@@ -36,6 +36,7 @@ from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.images import RESIZE_MODES, array_to_image, resize_image
 from rdfia_jax.models import Network, cpu_chunk, forward_chunked
+from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
 CACHE_FORMAT = 1
@@ -150,12 +151,10 @@ class FeatureExtractor:
         Args:
           batches: uint8 arrays (n_i, H, W, 3 or 1).
           total: number of images in all batches (for the progress bar and the output arrays).
-          progress: show a tqdm bar.
+          progress: report progress (a bar on a terminal, plain lines in a log).
         Returns:
           ``{layer: float32 (total, D)}``.
         """
-        from tqdm.auto import tqdm
-
         outs: dict[str, list[np.ndarray]] = {l: [] for l in self.layers}
         pending = None  # results of the previous batch, fetched after the next one is dispatched
 
@@ -164,8 +163,8 @@ class FeatureExtractor:
             for l, a in zip(self.layers, arrays):
                 outs[l].append(np.asarray(a)[:n_valid])  # drop the padded rows
 
-        with tqdm(total=total, unit="img", desc=f"{self.network.name} {'+'.join(self.layers)}",
-                  disable=None if progress else True, leave=False) as bar:
+        with Progress(total, f"{self.network.name} {'+'.join(self.layers)}", unit="img",
+                      enabled=progress, leave=False) as bar:
             for batch in batches:
                 n_valid = batch.shape[0]
                 if n_valid > self.batch_size:

@@ -71,7 +71,7 @@ class Settings:
       head_epochs, head_lr, head_optimizer, head_batch_size, finetune: the FC-head training.
       cache: use the on-disk feature cache.
       cache_root: cache folder (default ``paths.cache_dir()``).
-      progress: tqdm bars.
+      progress: report progress (bars on a terminal, plain lines in a log).
     """
 
     data: str | Path | None

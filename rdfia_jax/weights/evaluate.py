@@ -20,6 +20,7 @@ import numpy as np
 
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.images import IMAGE_EXTENSIONS
+from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
 
@@ -119,7 +120,6 @@ def evaluate(network, paths: list[Path], labels: np.ndarray, *, batch_size: int 
       An :class:`EvalResult`.
     """
     import jax
-    from tqdm import tqdm
 
     from rdfia_jax import models
     from rdfia_jax.images import load_images, to_unit
@@ -129,7 +129,7 @@ def evaluate(network, paths: list[Path], labels: np.ndarray, *, batch_size: int 
     graphdef, prep = network.graphdef, network.preprocessing
     top5_fn = xla.jit(lambda state, x: jax.lax.top_k(models.forward(graphdef, state, prep.normalize(x))[0], 5)[1])
     top1 = top5 = 0
-    with tqdm(total=len(paths), unit="img", desc=f"eval {network.name}", disable=None) as bar:
+    with Progress(len(paths), f"eval {network.name}", unit="img") as bar:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             images = to_unit(load_images(chunk, mode=mode, size=224))

@@ -18,6 +18,7 @@ from pathlib import Path
 from rdfia_jax import paths
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
+from rdfia_jax.progress import Progress
 from rdfia_jax.weights.published import PublishedFile, published
 
 CONNECT_TIMEOUT_S = 8.0
@@ -84,8 +85,6 @@ def download(entry: PublishedFile, target: Path, *, url: str | None = None,
       RdfiaError: offline/unreachable (naming file, URL and where to put it), HTTP error,
         truncated transfer, checksum mismatch.
     """
-    from tqdm import tqdm
-
     url = url or entry.url
     try:
         response = _open(url, connect_timeout)
@@ -97,8 +96,8 @@ def download(entry: PublishedFile, target: Path, *, url: str | None = None,
         with response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0) or None
             received = 0
-            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                            desc=entry.filename, disable=None) as bar:
+            with open(tmp, "wb") as f, Progress(total, entry.filename, unit="B",
+                                                unit_scale=True) as bar:
                 while block := response.read(1 << 20):
                     f.write(block)
                     sha.update(block)
