@@ -155,7 +155,7 @@ def test_step_traced_once_and_one_forward_pass_for_both_domains():
 def test_short_dann_run_learns(tmp_path):
     rec = runs.run_one("dann", 0, out=tmp_path, domains=synthetic_domains(), epochs=3,
                        batch_sizes=(16, 16), figures=False, progress=False, save_every=100)
-    hist = np.load(tmp_path / "dann" / "seed0" / "history.npz")
+    hist = np.load(tmp_path / "dann-3ep" / "seed0" / "history.npz")  # 3 epochs: not the default 20
     assert rec["steps"] == 48 and hist["label_loss"].shape == (48,)
     assert hist["label_loss"][-4:].mean() < hist["label_loss"][:4].mean() - 1.0
     assert rec["source_acc"] > 0.8  # chance is 0.1
@@ -163,6 +163,21 @@ def test_short_dann_run_learns(tmp_path):
     assert (tmp_path / "results.csv").exists() is False  # run_one alone writes no table
     csv_path, md_path = runs.write_results(tmp_path)
     assert "dann" in md_path.read_text() and csv_path.read_text().startswith("run,seeds,epochs,src acc")
+
+
+def test_variants_get_their_own_folders_and_table_rows():
+    spec = runs.get_spec("dann")
+    name = lambda **kw: runs.variant_name("dann", spec, **{**dict(epochs=20, gamma=2.0, smoke=False, lr_per_epoch=False), **kw})  # noqa: E731
+    assert name() == "dann"
+    assert name(gamma=10.0, lr_per_epoch=True) == "dann-gamma10-lr-per-epoch"
+    assert name(epochs=100) == "dann-100ep" and name(smoke=True, epochs=1) == "dann-smoke"
+    base = dict(run="dann", epochs=20, gamma=2.0, source="MNIST", target="MNIST-M", domain_acc=0.5, wall_s=1.0,
+                source_acc=0.99)
+    records = [dict(base, seed=0, target_acc=0.70), dict(base, seed=1, target_acc=0.72),
+               dict(base, seed=0, target_acc=0.80, lr_per_epoch=True)]
+    rows = {r["run"]: r for r in runs.results_table(records)}
+    assert set(rows) == {"dann", "dann (lr per epoch)"}  # never averaged together
+    assert rows["dann"]["seeds"] == "0,1" and rows["dann (lr per epoch)"]["target acc"] == "0.8000"
 
 
 class _Killed(Exception):

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
                    help="anneal the learning rate per epoch like the original notebook (default: per step)")
     p.add_argument("--smoke", action="store_true",
                    help="quick pipeline check: small subsets, 1 epoch, small t-SNE (numbers meaningless)")
-    p.add_argument("--out", default="runs/dann", help="output folder (default runs/dann)")
+    p.add_argument("--out", default="runs/dann", help="output folder (default runs/dann); each run writes OUT/RUN[-settings]/seedN/, e.g. "
+                   "dann-lr-per-epoch/seed0, and OUT/results.md covers all of them")
     p.add_argument("--resume", action="store_true",
                    help="continue runs from their last checkpoint in --out (exactly as if never interrupted)")
     p.add_argument("--dataset-pair", choices=tuple(DATASET_PAIRS), default="mnist",

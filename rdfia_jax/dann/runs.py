@@ -203,6 +203,24 @@ def _tsne_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, k), replace=False))
 
 
+def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: bool, lr_per_epoch: bool) -> str:
+    """The run's folder name: ``name`` plus its non-default settings, so variants share an output folder.
+
+    ``dann`` with the defaults stays ``dann``; ``--gamma 10 --lr-per-epoch`` gives
+    ``dann-gamma10-lr-per-epoch``, ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
+    """
+    parts = [name]
+    if gamma != 2.0:
+        parts.append(f"gamma{gamma:g}")
+    if lr_per_epoch:
+        parts.append("lr-per-epoch")
+    if smoke:
+        parts.append("smoke")
+    elif epochs != spec.epochs:
+        parts.append(f"{epochs}ep")
+    return "-".join(parts)
+
+
 def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, gamma: float, smoke: bool,
            lr_per_epoch: bool, batch_sizes: tuple[int, int] | None) -> dict:
     """Everything a run (or an evaluation of its checkpoints) derives from its arguments."""
@@ -228,7 +246,9 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
                    "src_batch": spec.src_batch, "tgt_batch": spec.tgt_batch,
                    "source": domains.source_name, "target": domains.target_name,
                    "n_source": len(domains.source_train.images), "n_target": len(domains.target_train.images)}
-    return {"spec": spec, "cfg": cfg, "epochs": epochs, "run_dir": Path(out) / name / f"seed{seed}",
+    run_dir = Path(out) / variant_name(name, spec, epochs=epochs, gamma=gamma, smoke=smoke,
+                                       lr_per_epoch=lr_per_epoch) / f"seed{seed}"
+    return {"spec": spec, "cfg": cfg, "epochs": epochs, "run_dir": run_dir,
             "graphdef": graphdef, "state": state, "get_batch": get_batch,
             "steps_per_epoch": steps_per_epoch, "fingerprint": fingerprint}
 
@@ -398,13 +418,15 @@ def _mean_sd(values: Sequence[float], digits: int = 4) -> str:
 
 
 def results_table(records: list[dict]) -> list[dict]:
-    """One row per (run, epochs, gamma, smoke): mean ± sd over its seeds."""
+    """One row per (run, epochs, gamma, lr schedule, smoke): mean ± sd over its seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["run"], r["epochs"], r["gamma"], r.get("smoke", False), r["source"]), []).append(r)
+        key = (r["run"], r["epochs"], r["gamma"], r.get("lr_per_epoch", False), r.get("smoke", False), r["source"])
+        groups.setdefault(key, []).append(r)
     rows = []
-    for (run, epochs, gamma, smoke, source), rs in groups.items():
+    for (run, epochs, gamma, lr_per_epoch, smoke, source), rs in groups.items():
         label = run + (f" (gamma {gamma:g})" if RUNS.get(run) and RUNS[run].grl_scale != 0 and gamma != 2.0 else "")
+        label += " (lr per epoch)" if lr_per_epoch else ""
         label += " [smoke]" if smoke else ""
         rows.append({
             "run": label,
