@@ -336,7 +336,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         result = loop.run(step, state, get_batch, steps_per_epoch=steps_per_epoch, epochs=epochs,
                           store=store, save_every=save_every, resume=resume, hooks=hooks,
                           metadata={"run": name, "seed": seed}, progress=progress,
-                          desc=f"dann {name} seed {seed}")
+                          desc=f"dann {run_dir.parent.name} seed {seed}")
     finally:
         store.close()
     traces = dsteps.TRACE_COUNTS["train_step"] - trace_before
