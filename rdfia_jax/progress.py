@@ -26,14 +26,15 @@ PLAIN_EVERY = 0.05
 PLAIN_MIN_SECONDS = 10.0
 
 
-def _amount(value: float, unit: str, scale: bool) -> str:
+def _amount(value: float, scale: bool) -> str:
+    """A count, with a k/M/G prefix when ``scale`` (bytes)."""
     if not scale:
         return f"{value:.0f}"
-    for prefix in ("", "k", "M", "G"):
-        if abs(value) < 1000 or prefix == "G":
+    for prefix in ("", "k", "M"):
+        if abs(value) < 1000:
             return f"{value:.1f}{prefix}" if prefix else f"{value:.0f}"
         value /= 1000
-    return f"{value:.1f}G"  # unreachable; keeps type checkers quiet
+    return f"{value:.1f}G"
 
 
 def _duration(seconds: float) -> str:
@@ -123,15 +124,15 @@ class Progress:
         new = self.done - self.start
         rate = new / seconds if seconds > 0 else math.nan
         unit = self.unit
-        count = _amount(self.done, unit, self.unit_scale)
+        count = _amount(self.done, self.unit_scale)
         if self.total:
-            count += f"/{_amount(self.total, unit, self.unit_scale)} {unit} ({100 * self.done / self.total:.0f} %)"
+            count += f"/{_amount(self.total, self.unit_scale)} {unit} ({100 * self.done / self.total:.0f} %)"
             left = (self.total - self.done) / rate if rate > 0 else math.nan
             eta = f", eta {_duration(left)}"
         else:
             count += f" {unit}"
             eta = ""
-        speed = _amount(rate, unit, True) if self.unit_scale else (f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}")
+        speed = _amount(rate, True) if self.unit_scale else (f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}")
         line = f"{self.desc}: {count}, {speed} {unit}/s{eta}"
         if self.postfix:
             line += "; " + ", ".join(f"{k} {_format_value(v)}" for k, v in self.postfix.items())
