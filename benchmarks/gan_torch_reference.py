@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--score-samples", type=int, default=10_000, help="generated images scored")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/torch_state.pt (written atomically after every epoch)")
     args = ap.parse_args(argv)
 
     import torch
@@ -52,15 +54,41 @@ def main(argv=None) -> int:
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(g.parameters(), lr=5e-4, betas=(0.5, 0.999))
     n, bs = len(x_all), 128
-    history, t0 = [], time.perf_counter()
-    for epoch in range(args.epochs):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "torch_state.pt"
+    history, start_epoch, train_s_before = [], 0, 0.0
+    if args.resume and state_path.exists():
+        # weights_only=True: the restricted unpickler (tensors, dicts, numbers), never arbitrary objects.
+        state = torch.load(state_path, weights_only=True)
+        g.load_state_dict(state["g"])
+        d.load_state_dict(state["d"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng"])
+        history, start_epoch = state["history"], int(state["epoch"])
+        train_s_before = float(state["train_s"])
+        print(f"resumed after epoch {start_epoch} ({len(history)} steps)", flush=True)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
         order = torch.randperm(n)
+        t_epoch = time.perf_counter()
         for i in range(n // bs):
             idx = order[i * bs:(i + 1) * bs]
             y = torch.nn.functional.one_hot(y_all[idx], 10).float() if args.kind == "cgan" else None
             history.append(torch_step(g, d, opt_g, opt_d, x_all[idx], y))
+            if (i + 1) % 50 == 0:
+                rate = (i + 1) / (time.perf_counter() - t_epoch)
+                print(f"epoch {epoch + 1} step {i + 1}/{n // bs}: {rate:.2f} steps/s {history[-1]}", flush=True)
         print(f"epoch {epoch + 1}/{args.epochs}: {history[-1]}", flush=True)
-    train_s = time.perf_counter() - t0
+        # The epoch's permutation is drawn from the global RNG at its start, so saving the RNG state
+        # at an epoch boundary makes a resumed run draw exactly what an uninterrupted one would.
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                    "epoch": epoch + 1, "train_s": train_s_before + time.perf_counter() - t0}, tmp)
+        tmp.replace(state_path)
+    train_s = train_s_before + time.perf_counter() - t0
     g.eval()  # the practical sampled its figures in eval mode too
     with torch.no_grad():
         z = torch.randn(args.score_samples, NZ, 1, 1)
@@ -70,8 +98,6 @@ def main(argv=None) -> int:
     fake = fake.numpy().transpose(0, 2, 3, 1)
     scorer = score.make_scorer(args.dataset, data_dir=args.data_dir)
     result = scorer.score(fake, gen_labels.numpy() if args.kind == "cgan" else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     run.write_samples(out / "samples.npz", fake[:2000], gen_labels.numpy()[:2000] if args.kind == "cgan" else None,
                       description=f"torch practical {args.kind} on {description}")
     summary = {"framework": "torch", "kind": args.kind, "epochs": args.epochs, "seed": args.seed,
