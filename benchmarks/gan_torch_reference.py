@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     import torch
 
     from rdfia_jax.gan import run, score
+    from rdfia_jax.progress import Progress
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -59,10 +60,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "torch_state.pt"
+    run_key = {"kind": args.kind, "seed": args.seed, "dataset": args.dataset}
     history, start_epoch, train_s_before = [], 0, 0.0
     if args.resume and state_path.exists():
         # weights_only=True: the restricted unpickler (tensors, dicts, numbers), never arbitrary objects.
         state = torch.load(state_path, weights_only=True)
+        if state.get("run_key") != run_key:
+            raise SystemExit(f"{state_path} belongs to the run {state.get('run_key')}, not {run_key}: "
+                             "use another --out or drop --resume")
         g.load_state_dict(state["g"])
         d.load_state_dict(state["d"])
         opt_g.load_state_dict(state["opt_g"])
@@ -72,24 +77,25 @@ def main(argv=None) -> int:
         train_s_before = float(state["train_s"])
         print(f"resumed after epoch {start_epoch} ({len(history)} steps)", flush=True)
     t0 = time.perf_counter()
+    progress = Progress(args.epochs * (n // bs), f"torch {args.kind} seed {args.seed}", unit="step",
+                        initial=len(history))
     for epoch in range(start_epoch, args.epochs):
         order = torch.randperm(n)
-        t_epoch = time.perf_counter()
         for i in range(n // bs):
             idx = order[i * bs:(i + 1) * bs]
             y = torch.nn.functional.one_hot(y_all[idx], 10).float() if args.kind == "cgan" else None
             history.append(torch_step(g, d, opt_g, opt_d, x_all[idx], y))
-            if (i + 1) % 50 == 0:
-                rate = (i + 1) / (time.perf_counter() - t_epoch)
-                print(f"epoch {epoch + 1} step {i + 1}/{n // bs}: {rate:.2f} steps/s {history[-1]}", flush=True)
-        print(f"epoch {epoch + 1}/{args.epochs}: {history[-1]}", flush=True)
+            progress.set_postfix(history[-1])
+            progress.update()
         # The epoch's permutation is drawn from the global RNG at its start, so saving the RNG state
         # at an epoch boundary makes a resumed run draw exactly what an uninterrupted one would.
         tmp = state_path.with_suffix(".tmp")
         torch.save({"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
                     "opt_d": opt_d.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                    "epoch": epoch + 1, "train_s": train_s_before + time.perf_counter() - t0}, tmp)
+                    "epoch": epoch + 1, "train_s": train_s_before + time.perf_counter() - t0,
+                    "run_key": run_key}, tmp)
         tmp.replace(state_path)
+    progress.close()
     train_s = train_s_before + time.perf_counter() - t0
     g.eval()  # the practical sampled its figures in eval mode too
     with torch.no_grad():
