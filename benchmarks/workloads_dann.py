@@ -31,33 +31,11 @@ def _batch(seed: int = 0) -> dict:
             "tgt_x": rng.integers(0, 256, (BATCH, 28, 28, 3), dtype=np.uint8)}
 
 
-def _jax_setup(precision: str):
-    import jax
-    import jax.numpy as jnp
-
-    from rdfia_jax.dann import steps
-
-    cfg = steps.StepConfig(total_steps=TOTAL_STEPS)
-    graphdef, state = steps.init_state(0, cfg)
-    step = steps.make_train_step(graphdef, cfg)
-    batch = jax.device_put(_batch())
-    box = {"state": state, "i": 0}
-
-    def run_once():
-        box["state"], metrics = step(box["state"], batch, jnp.int32(box["i"] % TOTAL_STEPS))
-        box["i"] += 1
-        jax.block_until_ready(metrics["loss"])
-        return metrics
-
-    return run_once
-
-
-def _torch_setup(precision: str):
+def torch_dann():
+    """The practical's DANN in PyTorch (default PyTorch init): ``forward(x NCHW, grl_factor)`` ->
+    ``(class logits (N, 10), domain logits (N,))``; the GRL is a ``torch.autograd.Function``."""
     import torch
     import torch.nn as nn
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
 
     class GradientReversal(torch.autograd.Function):
         @staticmethod
@@ -83,7 +61,37 @@ def _torch_setup(precision: str):
             h = self.features(x).flatten(1)
             return self.classifier(h), self.domain(GradientReversal.apply(h, factor)).squeeze(1)
 
-    model = DANN()
+    return DANN()
+
+
+def _jax_setup(precision: str):
+    import jax
+    import jax.numpy as jnp
+
+    from rdfia_jax.dann import steps
+
+    cfg = steps.StepConfig(total_steps=TOTAL_STEPS)
+    graphdef, state = steps.init_state(0, cfg)
+    step = steps.make_train_step(graphdef, cfg)
+    batch = jax.device_put(_batch())
+    box = {"state": state, "i": 0}
+
+    def run_once():
+        box["state"], metrics = step(box["state"], batch, jnp.int32(box["i"] % TOTAL_STEPS))
+        box["i"] += 1
+        jax.block_until_ready(metrics["loss"])
+        return metrics
+
+    return run_once
+
+
+def _torch_setup(precision: str):
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+
+    model = torch_dann()
     forward = torch_compiled(model)  # eager unless the torch-compile worker
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     b = _batch()
