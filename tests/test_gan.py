@@ -95,7 +95,39 @@ def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypat
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["s2d", "lax"])
+@pytest.mark.parametrize("impl", ["matmul1", "auto"])
+def test_one_channel_ends_equal_definition_lax_and_their_gradients(impl, monkeypatch):
+    """The generators' last layer (to 1 channel) and the discriminators' image convolution (from 1
+    channel) as matrix products with hand-written VJPs: values and both gradients equal lax's."""
+    rng = np.random.default_rng(4)
+    monkeypatch.setattr(ops, "CONV_T_IMPL", impl)
+    monkeypatch.setattr(ops, "CONV_IMPL", impl)
+    with jax.enable_x64(True):
+        cases = [
+            (ops.conv_transpose_4x4_s2, lambda a, b: ops.conv_transpose_reference(a, b, 2, 1),
+             rng.normal(size=(2, 5, 6, 3)), rng.normal(size=(4, 4, 3, 1)), _torch_conv_transpose),
+            (ops.conv_4x4_s2, lambda a, b: ops.conv_reference(a, b, 2, 1),
+             rng.normal(size=(2, 8, 10, 1)), rng.normal(size=(4, 4, 1, 5)), _torch_conv),
+        ]
+        for fast, reference, x, w, definition in cases:
+            xj, wj = jnp.asarray(x), jnp.asarray(w)
+            out = fast(xj, wj)
+            np.testing.assert_allclose(np.asarray(out), definition(x, w, 2, 1), atol=1e-12)
+            cot = jnp.asarray(rng.normal(size=out.shape))
+            g_new = jax.grad(lambda a, b: jnp.sum(fast(a, b) * cot), argnums=(0, 1))(xj, wj)
+            g_ref = jax.grad(lambda a, b: jnp.sum(reference(a, b) * cot), argnums=(0, 1))(xj, wj)
+            for a, b in zip(g_new, g_ref):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+            check_grads(fast, (xj, wj), order=1, modes=["rev"])
+        # the one-channel forms refuse what they do not cover instead of computing something else
+        if impl == "matmul1":
+            with pytest.raises(ValueError, match="one output channel"):
+                ops.conv_transpose_4x4_s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((4, 4, 3, 2)))
+            with pytest.raises(ValueError, match="one input channel"):
+                ops.conv_4x4_s2(jnp.zeros((1, 4, 4, 2)), jnp.zeros((4, 4, 2, 3)))
+
+
+@pytest.mark.parametrize("impl", ["s2d", "lax", "auto"])
 def test_strided_conv_reformulation_equals_definition(impl, monkeypatch):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 8, 10, 3))

@@ -19,6 +19,10 @@ than PyTorch's. The 4x4 / stride 2 / padding 1 layers of the DCGAN are rewritten
 * :func:`conv_4x4_s2` -- space-to-depth: pad by 1, fold 2x2 pixel blocks into channels, then one
   stride-1 2x2 convolution with ``4 * in`` input channels.
 * 1x1 -> 4x4 transposed convolutions (the generators' first layers) are a matrix product.
+* The one-channel ends (the generators' last layer, the discriminators' image convolution) are
+  matrix products with the 16 taps of each pixel and hand-written gradients
+  (:func:`_one_output_channel`, :func:`_one_input_channel`): convolution kernels vectorize badly
+  over a single channel (DCGAN step about 9 % faster on 2 CPU cores, ``benchmarks/RESULTS.md``).
 
 Reference implementations on ``jax.lax`` (:func:`conv_transpose_reference`,
 :func:`conv_reference`) are kept for the tests that prove the rewrites equal (outputs and
@@ -33,13 +37,16 @@ import jax.numpy as jnp
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
-#: How :func:`conv_transpose_4x4_s2` computes: "auto" (default: "phase4" for >= 16 output channels,
-#: else "phase", the faster of the two on 2 CPU cores), "phase" (one 3x3 conv), "phase4" (four 2x2
-#: convs, exact FLOPs), "gemm" (one matrix product + overlap-add; slow on XLA:CPU) or "lax".
+#: How :func:`conv_transpose_4x4_s2` computes: "auto" (default: "matmul1" for one output channel,
+#: "phase4" for >= 16, else "phase"), "phase" (one 3x3 conv), "phase4" (four 2x2 convs, exact
+#: FLOPs), "matmul1" (one output channel only: a matrix product + overlap-add, hand-written
+#: gradients), "gemm" (one matrix product + overlap-add for any width; slow on XLA:CPU) or "lax".
 CONV_T_IMPL = "auto"
-#: How :func:`conv_4x4_s2` computes: "lax" (strided ``conv_general_dilated``, default: measured
-#: faster here than "s2d", space-to-depth + 2x2 conv, and than an im2col matrix product).
-CONV_IMPL = "lax"
+#: How :func:`conv_4x4_s2` computes: "auto" (default: "matmul1" for one input channel, else
+#: "lax"), "lax" (strided ``conv_general_dilated``: measured faster here than "s2d" and than an
+#: im2col matrix product for wide inputs), "matmul1" (one input channel only: taps gathering + a
+#: matrix product, hand-written gradients) or "s2d" (space-to-depth + one stride-1 2x2 conv).
+CONV_IMPL = "auto"
 
 
 def conv_transpose_reference(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -134,31 +141,81 @@ def _phase4(x: jax.Array, w: jax.Array) -> jax.Array:
 
 def _gemm(x: jax.Array, w: jax.Array) -> jax.Array:
     """One (N*H*W, in) x (in, 16*out) product, then each output phase sums its 4 shifted taps."""
-    n, h, w_, _ = x.shape
-    cout = w.shape[-1]
-    p = jnp.einsum("nhwc,ijco->nhwijo", x, w)
-    p = jnp.pad(p, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+    return _overlap_add(jnp.einsum("nhwc,ijco->nhwijo", x, w))
+
+
+def _overlap_add(taps: jax.Array) -> jax.Array:
+    """(N, H, W, 4, 4, C) per-pixel 4x4 contributions -> (N, 2H, 2W, C): the s2 p1 scatter-add.
+
+    Output phase (a, b) sums its four shifted taps (the ``_TAPS`` table); depth-to-space then
+    interleaves the phases.
+    """
+    n, h, w_ = taps.shape[:3]
+    taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
     phases = []
     for a in range(2):
         for b in range(2):
             acc = None
-            for dy, ki in enumerate(_TAPS[a]):
-                if ki is None:
-                    continue
-                for dx, kj in enumerate(_TAPS[b]):
-                    if kj is None:
+            for dy, ky in enumerate(_TAPS[a]):
+                for dx, kx in enumerate(_TAPS[b]):
+                    if ky is None or kx is None:
                         continue
                     # output (m, l) of this phase takes input pixel (m + dy - 1, l + dx - 1)
-                    term = p[:, dy:dy + h, dx:dx + w_, ki, kj, :]
+                    term = taps[:, dy:dy + h, dx:dx + w_, ky, kx]
                     acc = term if acc is None else acc + term
             phases.append(acc)
-    return depth_to_space(jnp.concatenate(phases, axis=-1), cout)
+    return depth_to_space(jnp.concatenate(phases, axis=-1), taps.shape[-1])
+
+
+def _gather_taps(g: jax.Array) -> jax.Array:
+    """The adjoint of :func:`_overlap_add`: (N, 2H, 2W, 1) -> (N, H, W, 4, 4), tap (ky, kx) of input
+    pixel (i, j) = g[2i - 1 + ky, 2j - 1 + kx] (zero outside), as 16 strided slices."""
+    n, h2, w2, _ = g.shape
+    g = jnp.pad(g[..., 0], ((0, 0), (1, 1), (1, 1)))
+    cols = [g[:, ky:ky + h2:2, kx:kx + w2:2] for ky in range(4) for kx in range(4)]
+    return jnp.stack(cols, axis=-1).reshape(n, h2 // 2, w2 // 2, 4, 4)
+
+
+@jax.custom_vjp
+def _one_output_channel(x: jax.Array, w: jax.Array) -> jax.Array:
+    """The 4x4 s2 p1 transposed convolution to ONE channel as a matrix product + overlap-add.
+
+    ``(N*H*W, in) @ (in, 16)`` gives every input pixel's 4x4 contribution, :func:`_overlap_add`
+    places them. The backward pass gathers the output gradient's 16 taps per input pixel once and
+    both gradients are matrix products with it. Why: with a single output channel the convolution
+    forms have a 4-wide (``phase``) or 1-wide (``lax``) output dimension, which vectorizes badly,
+    and XLA:CPU recomputes the previous layer's BatchNorm inside the transpose that feeds their
+    kernel gradient (13.5 of about 190 ms of the DCGAN step in a profile; this form: about 3).
+    """
+    n, h, w_, cin = x.shape
+    taps = x.reshape(-1, cin) @ w[..., 0].reshape(16, cin).T  # column 4 ky + kx
+    return _overlap_add(taps.reshape(n, h, w_, 4, 4, 1))
+
+
+def _one_output_channel_fwd(x, w):
+    return _one_output_channel(x, w), (x, w)
+
+
+def _one_output_channel_bwd(residuals, g):
+    x, w = residuals
+    cin = x.shape[-1]
+    g_taps = _gather_taps(g).reshape(-1, 16)
+    g_x = (g_taps @ w[..., 0].reshape(16, cin)).reshape(x.shape)
+    g_w = (x.reshape(-1, cin).T @ g_taps).T.reshape(4, 4, cin, 1)
+    return g_x.astype(x.dtype), g_w.astype(w.dtype)
+
+
+_one_output_channel.defvjp(_one_output_channel_fwd, _one_output_channel_bwd)
 
 
 def conv_transpose_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
     """ConvTranspose 4x4, stride 2, padding 1 (doubles H and W); formulation per ``CONV_T_IMPL``."""
     if CONV_T_IMPL == "lax":
         return conv_transpose_reference(x, w, 2, 1)
+    if CONV_T_IMPL == "matmul1" or (CONV_T_IMPL == "auto" and w.shape[-1] == 1):
+        if w.shape[-1] != 1:
+            raise ValueError(f"CONV_T_IMPL 'matmul1' needs one output channel, got {w.shape}")
+        return _one_output_channel(x, w)
     if CONV_T_IMPL == "phase4" or (CONV_T_IMPL == "auto" and w.shape[-1] >= 16):
         return _phase4(x, w)
     if CONV_T_IMPL == "gemm":
@@ -174,9 +231,47 @@ def s2d_kernel(w: jax.Array) -> jax.Array:
     return w.reshape(2, 2, 4 * cin, cout)
 
 
+@jax.custom_vjp
+def _one_input_channel(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Conv 4x4, stride 2, padding 1 of a ONE-channel image as taps gathering + a matrix product.
+
+    The adjoint structure of :func:`_one_output_channel`: :func:`_gather_taps` collects each output
+    pixel's 4x4 input window (16 strided slices of a one-channel image), ``(N*H*W, 16) @ (16, out)``
+    convolves; the kernel gradient is ``taps^T @ g`` and the image gradient an :func:`_overlap_add`
+    of ``g @ w^T``. The convolution forms contract over one input channel, which vectorizes badly.
+    """
+    return _one_input_channel_fwd(x, w)[0]
+
+
+def _one_input_channel_fwd(x, w):
+    n, h2, w2, _ = x.shape
+    taps = _gather_taps(x).reshape(-1, 16)
+    y = (taps @ w.reshape(16, -1)).reshape(n, h2 // 2, w2 // 2, -1)
+    return y, (taps, w, x.shape)
+
+
+def _one_input_channel_bwd(residuals, g):
+    taps, w, x_shape = residuals
+    cout = w.shape[-1]
+    g_flat = g.reshape(-1, cout)
+    g_w = (taps.T @ g_flat).reshape(w.shape)
+    n, h2, w2, _ = x_shape
+    g_x = _overlap_add((g_flat @ w.reshape(16, cout).T).reshape(n, h2 // 2, w2 // 2, 4, 4, 1))
+    return g_x.astype(g.dtype), g_w.astype(w.dtype)
+
+
+_one_input_channel.defvjp(_one_input_channel_fwd, _one_input_channel_bwd)
+
+
 def conv_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Conv 4x4, stride 2, padding 1 (halves H and W) as space-to-depth + one stride-1 2x2 conv."""
+    """Conv 4x4, stride 2, padding 1 (halves H and W); formulation per ``CONV_IMPL``."""
     if CONV_IMPL == "lax":
+        return conv_reference(x, w, 2, 1)
+    if CONV_IMPL == "matmul1" or (CONV_IMPL == "auto" and x.shape[-1] == 1):
+        if x.shape[-1] != 1 or x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"CONV_IMPL 'matmul1' needs one input channel and even sizes, got {x.shape}")
+        return _one_input_channel(x, w)
+    if CONV_IMPL == "auto":
         return conv_reference(x, w, 2, 1)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     return _conv_s1(space_to_depth(x), s2d_kernel(w), 0)
