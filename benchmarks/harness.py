@@ -171,6 +171,7 @@ def pool_rounds(rounds: list[list[dict]]) -> list[dict]:
             r["median_s"] = statistics.median(medians[key])
             r["throughput"] = r["items"] / r["median_s"]
             r["rounds"] = len(medians[key])
+            r["round_medians_s"] = medians[key]
     return list(pooled.values())
 
 
@@ -186,8 +187,17 @@ def combine(rows: list[dict]) -> list[dict]:
     for name, d in by_name.items():
         j, t, tc = d.get("jax"), d.get("torch"), d.get("torch-compile")
         table.append(dict(name=name, jax=j, torch=t, speedup=ratio(j, t), torch_compile=tc,
-                          speedup_compile=ratio(j, tc)))
+                          speedup_compile=ratio(j, tc), speedup_rounds=round_ratios(j, t)))
     return table
+
+
+def round_ratios(a: dict | None, b: dict | None) -> list[float] | None:
+    """Per-round speed-ups ``b / a``: rounds alternate the frameworks, so round i's two medians were
+    taken minutes apart and their ratio shows how much the machine's drift moves the pooled figure."""
+    ra, rb = (a or {}).get("round_medians_s"), (b or {}).get("round_medians_s")
+    if not ra or not rb or len(ra) != len(rb):
+        return None
+    return [y / x for x, y in zip(ra, rb)]
 
 
 def _fmt(r: dict | None) -> str:
@@ -215,6 +225,8 @@ def to_markdown(table: list[dict], precision: str) -> str:
     for r in table:
         comp = f"{r['jax']['compile_s']:.1f}" if r["jax"] and "compile_s" in r["jax"] else "-"
         sp = f"**{r['speedup']:.2f}x**" if r["speedup"] else "-"
+        if r["speedup"] and r.get("speedup_rounds"):
+            sp += f" (rounds {min(r['speedup_rounds']):.2f}-{max(r['speedup_rounds']):.2f})"
         line = f"| {r['name']} | {_fmt(r['jax'])} | {comp} | {_fmt(r['torch'])} | {sp} |"
         if compiled:
             tc = r.get("torch_compile")
