@@ -274,17 +274,16 @@ def _one_input_channel_fwd(x, w):
     n, h2, w2, _ = x.shape
     taps = _gather_taps(x).reshape(-1, 16)
     y = (taps @ w.reshape(16, -1)).reshape(n, h2 // 2, w2 // 2, -1)
-    return y, (taps, w, x.shape)
+    return y, (taps, w, jnp.zeros((0,), x.dtype))  # the empty array only carries x's dtype
 
 
 def _one_input_channel_bwd(residuals, g):
-    taps, w, x_shape = residuals
-    cout = w.shape[-1]
+    taps, w, x_dtype_probe = residuals
+    n, h, w_, cout = g.shape
     g_flat = g.reshape(-1, cout)
     g_w = (taps.T @ g_flat).reshape(w.shape)
-    n, h2, w2, _ = x_shape
-    g_x = _overlap_add((g_flat @ w.reshape(16, cout).T).reshape(n, h2 // 2, w2 // 2, 4, 4, 1))
-    return g_x.astype(g.dtype), g_w.astype(w.dtype)
+    g_x = _overlap_add((g_flat @ w.reshape(16, cout).T).reshape(n, h, w_, 4, 4, 1))
+    return g_x.astype(x_dtype_probe.dtype), g_w.astype(w.dtype)
 
 
 _one_input_channel.defvjp(_one_input_channel_fwd, _one_input_channel_bwd)
@@ -294,8 +293,9 @@ def conv_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
     """Conv 4x4, stride 2, padding 1 (halves H and W); formulation per ``CONV_IMPL``."""
     if CONV_IMPL == "lax":
         return conv_reference(x, w, 2, 1)
-    if CONV_IMPL == "matmul1" or (CONV_IMPL == "auto" and x.shape[-1] == 1):
-        if x.shape[-1] != 1 or x.shape[1] % 2 or x.shape[2] % 2:
+    even = x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0  # the taps gather halves exactly
+    if CONV_IMPL == "matmul1" or (CONV_IMPL == "auto" and x.shape[-1] == 1 and even):
+        if x.shape[-1] != 1 or not even:
             raise ValueError(f"CONV_IMPL 'matmul1' needs one input channel and even sizes, got {x.shape}")
         return _one_input_channel(x, w)
     if CONV_IMPL == "auto":
