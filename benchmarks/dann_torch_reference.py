@@ -12,8 +12,8 @@ MNIST-M (:func:`rdfia_jax.dann.runs.load_domains`), standardized with the MNIST 
 Evaluation is :func:`rdfia_jax.dann.steps.evaluate`'s: test accuracy in both domains and domain
 accuracy over both test sets (logit > 0 = "source").
 
-The state is saved atomically after every epoch; ``--resume`` continues a killed run with the same
-random draws (loaded with ``torch.load(weights_only=True)``, the restricted unpickler).
+The state is saved atomically after every epoch and ``--resume`` continues a killed run with the
+same random draws (:mod:`benchmarks.torch_state`, read with the restricted unpickler).
 
     python benchmarks/dann_torch_reference.py --seed 0 --data-dir ../shared/data --out runs/torch_dann_s0
     python benchmarks/dann_torch_reference.py --dataset-pair digits --epochs 1 --out /tmp/torch_dann  # no download
@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import torch_state  # noqa: E402
 from benchmarks.workloads_dann import torch_dann  # noqa: E402
 
 SRC_BATCH = TGT_BATCH = 64
@@ -88,16 +89,9 @@ def main(argv=None) -> int:
     run_key = {"seed": args.seed, "gamma": args.gamma, "lr_per_step": args.lr_per_step,
                "dataset_pair": args.dataset_pair, "epochs": args.epochs}
     history, start_epoch, train_s_before = [], 0, 0.0
+    parts = {"model": model, "opt": opt}
     if args.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        if state.get("run_key") != run_key:
-            raise SystemExit(f"{state_path} belongs to the run {state.get('run_key')}, not {run_key}: "
-                             "use another --out or drop --resume")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        torch.set_rng_state(state["rng"])
-        history, start_epoch, train_s_before = state["history"], int(state["epoch"]), float(state["train_s"])
-        print(f"resumed after epoch {start_epoch} ({len(history)} steps)", flush=True)
+        history, start_epoch, train_s_before = torch_state.resume(state_path, run_key, parts)
     progress = Progress(total, f"torch dann seed {args.seed}", unit="step", initial=len(history))
     t0 = time.perf_counter()
     model.train()
@@ -125,11 +119,8 @@ def main(argv=None) -> int:
             if i % 50 == 0:
                 progress.set_postfix(history[-1])
             progress.update()
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                    "history": history, "epoch": epoch + 1,
-                    "train_s": train_s_before + time.perf_counter() - t0, "run_key": run_key}, tmp)
-        tmp.replace(state_path)
+        torch_state.save(state_path, run_key, parts, history=history, epoch=epoch + 1,
+                         train_s=train_s_before + time.perf_counter() - t0)
     progress.close()
     train_s = train_s_before + time.perf_counter() - t0
 

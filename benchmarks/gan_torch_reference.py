@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import torch_state  # noqa: E402
 from benchmarks.workloads_gan import NZ, torch_cdcgan, torch_dcgan, torch_step  # noqa: E402
 
 
@@ -62,20 +63,9 @@ def main(argv=None) -> int:
     state_path = out / "torch_state.pt"
     run_key = {"kind": args.kind, "seed": args.seed, "dataset": args.dataset}
     history, start_epoch, train_s_before = [], 0, 0.0
+    parts = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d}
     if args.resume and state_path.exists():
-        # weights_only=True: the restricted unpickler (tensors, dicts, numbers), never arbitrary objects.
-        state = torch.load(state_path, weights_only=True)
-        if state.get("run_key") != run_key:
-            raise SystemExit(f"{state_path} belongs to the run {state.get('run_key')}, not {run_key}: "
-                             "use another --out or drop --resume")
-        g.load_state_dict(state["g"])
-        d.load_state_dict(state["d"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng"])
-        history, start_epoch = state["history"], int(state["epoch"])
-        train_s_before = float(state["train_s"])
-        print(f"resumed after epoch {start_epoch} ({len(history)} steps)", flush=True)
+        history, start_epoch, train_s_before = torch_state.resume(state_path, run_key, parts)
     t0 = time.perf_counter()
     progress = Progress(args.epochs * (n // bs), f"torch {args.kind} seed {args.seed}", unit="step",
                         initial=len(history))
@@ -87,14 +77,8 @@ def main(argv=None) -> int:
             history.append(torch_step(g, d, opt_g, opt_d, x_all[idx], y))
             progress.set_postfix(history[-1])
             progress.update()
-        # The epoch's permutation is drawn from the global RNG at its start, so saving the RNG state
-        # at an epoch boundary makes a resumed run draw exactly what an uninterrupted one would.
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                    "epoch": epoch + 1, "train_s": train_s_before + time.perf_counter() - t0,
-                    "run_key": run_key}, tmp)
-        tmp.replace(state_path)
+        torch_state.save(state_path, run_key, parts, history=history, epoch=epoch + 1,
+                         train_s=train_s_before + time.perf_counter() - t0)
     progress.close()
     train_s = train_s_before + time.perf_counter() - t0
     g.eval()  # the practical sampled its figures in eval mode too
