@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import jax
@@ -119,6 +120,34 @@ def test_schedules():
     per_epoch = dsteps.StepConfig(total_steps=100, steps_per_epoch=10, lr_per_epoch=True)
     assert abs(float(dsteps.schedules(per_epoch, 19)["lr"]) - dsteps.dann_lr(0.1)) < 1e-9
 
+
+
+def test_dann_pseudo_label_is_dann_until_its_ramp_then_adds_the_pseudo_term():
+    """dann-pseudo-label: the same loss and gradients as dann while alpha(p) = 0 (p <= 0.5), the
+    GRL reverses its domain gradient like DANN's, and after p = 0.5 the pseudo-label term is added."""
+    spec_d, spec_p = runs.get_spec("dann"), runs.get_spec("dann-pseudo-label")
+    mk = lambda spec: runs.step_config(spec, steps_per_epoch=10, epochs=2, gamma=2.0, mean=0.13, std=0.31)  # noqa: E731
+    cfg_d, cfg_p = mk(spec_d), mk(spec_p)
+    assert (cfg_p.objective, cfg_p.grl_scale, cfg_p.pseudo_ramp) == ("pseudo", 1.0, (0.5, 1.0))
+    graphdef, state = dsteps.init_state(0, cfg_d)
+    data = synthetic_domains(32, 8)
+    batch = {"src_x": data.source_train.images[:8], "src_y": data.source_train.labels[:8].astype(np.int32),
+             "tgt_x": data.target_train.images[:8]}
+    grad = lambda cfg, i: jax.grad(dsteps.loss_and_metrics, has_aux=True)(  # noqa: E731
+        state["params"], graphdef, batch, dsteps.schedules(cfg, i), cfg)
+    for i in (3, 10):  # p = 0.15 and 0.5: alpha 0
+        (g_d, m_d), (g_p, m_p) = grad(cfg_d, i), grad(cfg_p, i)
+        assert float(dsteps.schedules(cfg_p, i)["alpha"]) == 0.0
+        np.testing.assert_allclose(float(m_p["loss"]), float(m_d["loss"]), rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(g_d), jax.tree.leaves(g_p)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    cfg_all = dataclasses.replace(cfg_p, pseudo_threshold=0.0)  # every target image gets a pseudo-label
+    sched = dsteps.schedules(cfg_all, 15)  # p = 0.75: alpha 0.5
+    assert abs(float(sched["alpha"]) - 0.5) < 1e-6
+    _, m = dsteps.loss_and_metrics(state["params"], graphdef, batch, sched, cfg_all)
+    _, m0 = dsteps.loss_and_metrics(state["params"], graphdef, batch, sched, cfg_d)
+    assert float(m["pseudo_fraction"]) == 1.0 and float(m["pseudo_loss"]) > 0.0
+    np.testing.assert_allclose(float(m["loss"]), float(m0["loss"]) + 0.5 * float(m["pseudo_loss"]), rtol=1e-5)
 
 def test_domain_accuracy_thresholds_sigmoid_not_raw_logit():
     """sigmoid(0.3) > 0.5 means 'source'; the original notebook's `logit > 0.5` would say target."""

@@ -10,7 +10,8 @@ practical; what differs between runs is a static :class:`StepConfig`:
   domain classifier is a probe trained on frozen-by-GRL features (used by the baselines so every run
   reports a domain accuracy without the domain loss shaping the features).
 * ``objective="pseudo"``: label loss on source + alpha(p) x cross-entropy of the target images on
-  their own confident predictions (pseudo-labels, no gradient through the labels), plus the probe.
+  their own confident predictions (pseudo-labels, no gradient through the labels), plus the domain
+  loss behind the GRL: a probe with ``(0, 0)``, DANN + pseudo-labels with ``(1, 0)``.
 * ``labelled="target"`` (target-only upper bound): the label loss uses the target labels.
 
 Source and target images go through the feature extractor in ONE forward pass (concatenated).
@@ -47,7 +48,7 @@ class StepConfig:
     """Static description of one training step (hashable; a new config = a new compilation).
 
     Attributes:
-      objective: "dann" (label + domain loss) or "pseudo" (label + alpha * pseudo-label loss + probe).
+      objective: "dann" (label + domain loss) or "pseudo" (label + domain + alpha * pseudo-label loss).
       labelled: which half carries the label loss: "source" or "target" (target-only upper bound).
       total_steps: number of steps of the whole run; p = step / total_steps in [0, 1].
       steps_per_epoch: used when ``lr_per_epoch`` (the original notebook stepped p per epoch).
