@@ -75,7 +75,7 @@ def _torch_conv(x, w, stride, padding):
     return out
 
 
-@pytest.mark.parametrize("impl", ["phase", "phase4", "gemm", "auto"])
+@pytest.mark.parametrize("impl", ["phase", "phase4", "adjoint", "gemm", "auto"])
 def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 6, 3))
@@ -93,6 +93,8 @@ def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypat
         g_ref = jax.grad(lambda a, b: jnp.sum(ops.conv_transpose_reference(a, b, 2, 1) * cot), argnums=(0, 1))(xj, wj)
         for a, b in zip(g_new, g_ref):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+        if impl in ("phase4", "adjoint"):  # hand-written VJPs: also against finite differences
+            check_grads(ops.conv_transpose_4x4_s2, (xj, wj), order=1, modes=["rev"])
 
 
 @pytest.mark.parametrize("impl", ["matmul1", "auto"])

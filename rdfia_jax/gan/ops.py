@@ -15,7 +15,11 @@ than PyTorch's. The 4x4 / stride 2 / padding 1 layers of the DCGAN are rewritten
 * :func:`conv_transpose_4x4_s2` -- sub-pixel ("phase") decomposition: output pixel ``2m + a`` (a in
   {0, 1}) only sees input pixels ``m - 1, m, m + 1`` through kernel taps ``(3, 1, -)`` for a = 0 and
   ``(-, 2, 0)`` for a = 1. One stride-1 3x3 convolution with ``4 * out`` channels (the four phases'
-  kernels, zeros where a phase has no tap) followed by depth-to-space gives the output.
+  kernels, zeros where a phase has no tap) followed by depth-to-space gives the output; or four
+  2x2 convolutions, one per phase (exact FLOPs). Its gradients are taken from the *adjoint* strided
+  convolution (:func:`_adjoint`): the input gradient is that convolution of the output gradient,
+  the kernel gradient that convolution's kernel gradient -- both ordinary strided forms that
+  XLA:CPU runs fast, unlike the transposed convolution's own kernel gradient.
 * :func:`conv_4x4_s2` -- space-to-depth: pad by 1, fold 2x2 pixel blocks into channels, then one
   stride-1 2x2 convolution with ``4 * in`` input channels.
 * 1x1 -> 4x4 transposed convolutions (the generators' first layers) are a matrix product.
@@ -38,9 +42,10 @@ import jax.numpy as jnp
 _DN = ("NHWC", "HWIO", "NHWC")
 
 #: How :func:`conv_transpose_4x4_s2` computes: "auto" (default: "matmul1" for one output channel,
-#: "phase4" for >= 16, else "phase"), "phase" (one 3x3 conv), "phase4" (four 2x2 convs, exact
-#: FLOPs), "matmul1" (one output channel only: a matrix product + overlap-add, hand-written
-#: gradients), "gemm" (one matrix product + overlap-add for any width; slow on XLA:CPU) or "lax".
+#: "adjoint" for >= 16, else "phase"), "phase" (one 3x3 conv), "phase4" (four 2x2 convs, exact
+#: FLOPs), "adjoint" (phase4's forward; both gradients from the adjoint strided convolution),
+#: "matmul1" (one output channel only: a matrix product + overlap-add, hand-written gradients),
+#: "gemm" (one matrix product + overlap-add for any width; slow on XLA:CPU) or "lax".
 CONV_T_IMPL = "auto"
 #: How :func:`conv_4x4_s2` computes: "auto" (default: "matmul1" for one input channel, else
 #: "lax"), "lax" (strided ``conv_general_dilated``: measured faster here than "s2d" and than an
@@ -166,6 +171,35 @@ def _phase4_convs(x: jax.Array, w: jax.Array) -> jax.Array:
     return depth_to_space(jnp.concatenate(outs, axis=-1), w.shape[-1])
 
 
+@jax.custom_vjp
+def _adjoint(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Phase-decomposed forward; both gradients through the adjoint strided convolution.
+
+    A 4x4 s2 p1 transposed convolution is the input-adjoint of ``conv_reference(., v, 2, 1)`` with
+    ``v = w`` with its in/out axes swapped, so its input gradient is that strided convolution of
+    ``g`` (no input dilation) and its kernel gradient is that convolution's kernel gradient with
+    ``x`` as the output gradient. XLA:CPU runs both forms several times faster than the gradients
+    of the phase forms (128 -> 64 channels, 4 -> 8 px, batch 128: input gradient 5.6 -> 3.5 ms,
+    kernel gradient 7.7 -> 4.0 ms; ``lax.conv_transpose``'s own kernel gradient: 135 ms).
+    """
+    return _phase4_convs(x, w)
+
+
+def _adjoint_fwd(x, w):
+    return _phase4_convs(x, w), (x, w)
+
+
+def _adjoint_bwd(residuals, g):
+    x, w = residuals
+    v = w.transpose(0, 1, 3, 2)  # (k, k, out, in): the adjoint convolution's kernel
+    g_x, pullback = jax.vjp(lambda k: conv_reference(g, k, 2, 1), v)
+    (g_v,) = pullback(x.astype(g_x.dtype))
+    return g_x.astype(x.dtype), g_v.transpose(0, 1, 3, 2).astype(w.dtype)
+
+
+_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)
+
+
 def _gemm(x: jax.Array, w: jax.Array) -> jax.Array:
     """One (N*H*W, in) x (in, 16*out) product, then each output phase sums its 4 shifted taps."""
     return _overlap_add(jnp.einsum("nhwc,ijco->nhwijo", x, w))
@@ -243,7 +277,9 @@ def conv_transpose_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
         if w.shape[-1] != 1:
             raise ValueError(f"CONV_T_IMPL 'matmul1' needs one output channel, got {w.shape}")
         return _one_output_channel(x, w)
-    if CONV_T_IMPL == "phase4" or (CONV_T_IMPL == "auto" and w.shape[-1] >= 16):
+    if CONV_T_IMPL == "adjoint" or (CONV_T_IMPL == "auto" and w.shape[-1] >= 16):
+        return _adjoint(x, w)
+    if CONV_T_IMPL == "phase4":
         return _phase4(x, w)
     if CONV_T_IMPL == "gemm":
         return _gemm(x, w)
