@@ -15,7 +15,8 @@ from jax.test_util import check_grads
 from rdfia_jax.dann import runs
 from rdfia_jax.dann import steps as dsteps
 from rdfia_jax.dann.grl import grad_reverse
-from rdfia_jax.dann.models import DANN, FEATURE_DIM, max_pool_2x2
+from rdfia_jax.dann import models as dann_models
+from rdfia_jax.dann.models import DANN, FEATURE_DIM, conv5x5_relu_pool_s2d, max_pool_2x2
 from rdfia_jax.errors import RdfiaError
 
 
@@ -84,6 +85,37 @@ def test_network_shapes_and_pool():
     ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
     np.testing.assert_array_equal(max_pool_2x2(x), ref)
 
+
+
+def test_first_block_on_2x2_blocks_equals_conv_relu_pool(monkeypatch):
+    """conv5x5_relu_pool_s2d (space-to-depth, one 3x3 phase convolution, max over the 4 phases,
+    bias and ReLU after the pool) equals max_pool(relu(conv + b)): values and all three gradients
+    in float64, check_grads, and the whole feature extractor under both BLOCK1_IMPL settings."""
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, 8, 10, 3)))
+        kernel = jnp.asarray(0.1 * rng.normal(size=(5, 5, 3, 4)))  # conv outputs ~ N(0, 0.87)
+        bias = jnp.asarray(0.5 * rng.normal(size=(4,)) - 0.9)  # many pooled maxima end below zero: the ReLU matters
+
+        def textbook(x, k, b):
+            y = jax.lax.conv_general_dilated(x, k, (1, 1), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return max_pool_2x2(jax.nn.relu(y + b[None, None, None, :]))
+
+        out, ref = conv5x5_relu_pool_s2d(x, kernel, bias), textbook(x, kernel, bias)
+        assert out.shape == (2, 4, 5, 4) and 0.1 < float(jnp.mean(ref == 0)) < 0.9
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-12)
+        cot = jnp.asarray(rng.normal(size=out.shape))
+        g_new = jax.grad(lambda *a: jnp.sum(conv5x5_relu_pool_s2d(*a) * cot), argnums=(0, 1, 2))(x, kernel, bias)
+        g_ref = jax.grad(lambda *a: jnp.sum(textbook(*a) * cot), argnums=(0, 1, 2))(x, kernel, bias)
+        for a, b in zip(g_new, g_ref):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+        check_grads(conv5x5_relu_pool_s2d, (x, kernel, bias), order=1, modes=["rev"], eps=1e-6)
+    model = DANN(rngs=nnx.Rngs(1))
+    images = jax.random.normal(jax.random.key(1), (3, 28, 28, 3))
+    monkeypatch.setattr(dann_models, "BLOCK1_IMPL", "s2d")
+    folded = model.features(images)
+    monkeypatch.setattr(dann_models, "BLOCK1_IMPL", "lax")
+    np.testing.assert_allclose(np.asarray(folded), np.asarray(model.features(images)), rtol=1e-5, atol=1e-5)
 
 @pytest.mark.slow
 def test_check_grads_float64_whole_loss():
