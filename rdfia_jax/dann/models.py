@@ -97,7 +97,7 @@ def conv5x5_relu_pool_s2d(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> j
     so the max-pool is a max over those four channel groups; the bias and the ReLU follow the pool
     (max commutes with adding a per-channel constant, and ReLU is monotone), on a quarter of the
     elements. Same values and gradients as the textbook order (tests). Why: with 3 input channels
-    XLA:CPU's 5x5 convolution vectorizes badly; 12 folded channels do better (DANN step 90 -> 74 ms
+    XLA:CPU's 5x5 convolution vectorizes badly; 12 folded channels do better (DANN step 90 -> 79 ms
     on 2 cores in an interleaved A/B, ``benchmarks/RESULTS.md``).
 
     Args:
@@ -129,8 +129,8 @@ class FeatureExtractor(nnx.Module):
             dtype = x.dtype
             x = conv5x5_relu_pool_s2d(x, self.conv1.kernel[...].astype(dtype), self.conv1.bias[...].astype(dtype))
         else:
-            # conv2 keeps this order: the folded form measured slower for 32 input channels.
             x = max_pool_2x2(jax.nn.relu(self.conv1(x)))
+        # conv2 keeps the textbook order: the folded form measured slower with 32 input channels.
         x = max_pool_2x2(jax.nn.relu(self.conv2(x)))
         return x.reshape(x.shape[0], -1)
 
