@@ -86,7 +86,6 @@ def test_network_shapes_and_pool():
     np.testing.assert_array_equal(max_pool_2x2(x), ref)
 
 
-
 def test_first_block_on_2x2_blocks_equals_conv_relu_pool(monkeypatch):
     """conv5x5_relu_pool_s2d (space-to-depth, one 3x3 phase convolution, max over the 4 phases,
     bias and ReLU after the pool) equals max_pool(relu(conv + b)): values and all three gradients
@@ -116,6 +115,7 @@ def test_first_block_on_2x2_blocks_equals_conv_relu_pool(monkeypatch):
     folded = model.features(images)
     monkeypatch.setattr(dann_models, "BLOCK1_IMPL", "lax")
     np.testing.assert_allclose(np.asarray(folded), np.asarray(model.features(images)), rtol=1e-5, atol=1e-5)
+
 
 @pytest.mark.slow
 def test_check_grads_float64_whole_loss():
@@ -153,7 +153,6 @@ def test_schedules():
     assert abs(float(dsteps.schedules(per_epoch, 19)["lr"]) - dsteps.dann_lr(0.1)) < 1e-9
 
 
-
 def test_dann_pseudo_label_is_dann_until_its_ramp_then_adds_the_pseudo_term():
     """dann-pseudo-label: the same loss and gradients as dann while alpha(p) = 0 (p <= 0.5), the
     GRL reverses its domain gradient like DANN's, and after p = 0.5 the pseudo-label term is added."""
@@ -180,6 +179,7 @@ def test_dann_pseudo_label_is_dann_until_its_ramp_then_adds_the_pseudo_term():
     _, m0 = dsteps.loss_and_metrics(state["params"], graphdef, batch, sched, cfg_d)
     assert float(m["pseudo_fraction"]) == 1.0 and float(m["pseudo_loss"]) > 0.0
     np.testing.assert_allclose(float(m["loss"]), float(m0["loss"]) + 0.5 * float(m["pseudo_loss"]), rtol=1e-5)
+
 
 def test_domain_accuracy_thresholds_sigmoid_not_raw_logit():
     """sigmoid(0.3) > 0.5 means 'source'; the original notebook's `logit > 0.5` would say target."""
