@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     runs.check_domains(domains)
     mean, std = domains.mean, domains.std
     if mean is None:
-        mean, std = runs.source_statistics(domains.source_train.images)
+        mean, std = runs.image_statistics(domains.source_train.images)
 
     def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images_u8)).float().div(255).sub(mean).div(std)

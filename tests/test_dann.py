@@ -232,13 +232,54 @@ def test_variants_get_their_own_folders_and_table_rows():
     assert name() == "dann"
     assert name(gamma=10.0, lr_per_epoch=True) == "dann-gamma10-lr-per-epoch"
     assert name(epochs=100) == "dann-100ep" and name(smoke=True, epochs=1) == "dann-smoke"
+    assert name(lr_per_epoch=True, input_norm="per-domain") == "dann-lr-per-epoch-per-domain-norm"
     base = dict(run="dann", epochs=20, gamma=2.0, source="MNIST", target="MNIST-M", domain_acc=0.5, wall_s=1.0,
                 source_acc=0.99)
     records = [dict(base, seed=0, target_acc=0.70), dict(base, seed=1, target_acc=0.72),
-               dict(base, seed=0, target_acc=0.80, lr_per_epoch=True)]
+               dict(base, seed=0, target_acc=0.80, lr_per_epoch=True),
+               dict(base, seed=0, target_acc=0.90, input_norm="per-domain")]
     rows = {r["run"]: r for r in runs.results_table(records)}
-    assert set(rows) == {"dann", "dann (lr per epoch)"}  # never averaged together
+    assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)"}  # never averaged together
     assert rows["dann"]["seeds"] == "0,1" and rows["dann (lr per epoch)"]["target acc"] == "0.8000"
+
+
+def test_per_domain_norm_uses_the_target_train_statistics(tmp_path, monkeypatch):
+    """--input-norm per-domain: target images (training step and evaluation) are standardized with
+    the mean/std of the target TRAIN images; the source keeps its own; the default leaves both on the
+    source's (the practical)."""
+    d = synthetic_domains(64, 16)
+    d.mean, d.std = 0.1307, 0.3081
+    tgt_stats = runs.image_statistics(d.target_train.images)
+    assert abs(tgt_stats[0] - runs.image_statistics(d.target_test.images)[0]) > 1e-6  # train != test here
+    common = dict(out=tmp_path, domains=d, epochs=1, gamma=2.0, smoke=False, lr_per_epoch=False, batch_sizes=(16, 16))
+    cfg = runs._setup("dann", 0, input_norm="per-domain", **common)["cfg"]
+    assert cfg.input_stats("source") == (0.1307, 0.3081)
+    np.testing.assert_allclose(cfg.input_stats("target"), tgt_stats, rtol=1e-12)
+    practical = runs._setup("dann", 0, input_norm="source", **common)["cfg"]
+    assert practical.input_stats("target") == practical.input_stats("source") == (0.1307, 0.3081)
+    with pytest.raises(RdfiaError, match="unknown --input-norm 'batch'"):
+        runs._setup("dann", 0, input_norm="batch", **common)
+    with pytest.raises(ValueError, match="together"):
+        dsteps.StepConfig(target_mean=0.4)
+
+    # The training step standardizes each half with its domain's statistics.
+    seen = []
+    real = dsteps.standardize
+    monkeypatch.setattr(dsteps, "standardize", lambda x, m, s, *a: seen.append((x.shape[-1], m, s)) or real(x, m, s, *a))
+    graphdef, state = dsteps.init_state(0, cfg)
+    batch = runs.make_get_batch(runs.get_spec("dann"), d, 0)[0](0, 0)
+    dsteps.loss_and_metrics(state["params"], graphdef, batch, dsteps.schedules(cfg, 0), cfg)
+    assert seen == [(1, 0.1307, 0.3081), (3, *cfg.input_stats("target"))]
+    monkeypatch.undo()
+
+    # Evaluation: the target's eval function equals a source one built on the target's statistics.
+    images = d.target_test.images[:8]
+    as_source = dataclasses.replace(practical, mean=cfg.target_mean, std=cfg.target_std)
+    got = dsteps.make_eval_fn(graphdef, cfg, "target")(state["params"], images)
+    want = dsteps.make_eval_fn(graphdef, as_source, "source")(state["params"], images)
+    off = dsteps.make_eval_fn(graphdef, cfg, "source")(state["params"], images)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(got[0]), np.asarray(off[0]))
 
 
 class _Killed(Exception):
@@ -313,6 +354,6 @@ def test_real_mnist_standardization_constants(shared_data):
     from rdfia_jax import data
 
     mnist = data.load("mnist", "train", data_dir=shared_data)
-    mean, std = runs.source_statistics(mnist.images)
+    mean, std = runs.image_statistics(mnist.images)
     assert abs(mean - data.MNIST_TRAIN_MEAN) < 1e-9 and abs(std - data.MNIST_TRAIN_STD) < 1e-9
     assert abs(mean - 0.1307) < 1e-4 and abs(std - 0.3081) < 1e-4

@@ -20,7 +20,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def register(subparsers) -> None:
-    from rdfia_jax.dann.runs import DATASET_PAIRS, RUN_NAMES
+    from rdfia_jax.dann.runs import DATASET_PAIRS, INPUT_NORMS, RUN_NAMES
 
     p = subparsers.add_parser(
         "dann",
@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                    help="steepness of lambda(p) = 2/(1+exp(-gamma p)) - 1: 2 = the practical (default), 10 = the paper")
     p.add_argument("--lr-per-epoch", action="store_true",
                    help="anneal the learning rate per epoch like the original notebook (default: per step)")
+    p.add_argument("--input-norm", choices=tuple(INPUT_NORMS), default="source",
+                   help="input standardization: " + "; ".join(f"'{k}': {v}" for k, v in INPUT_NORMS.items())
+                   + " (default 'source'; the target's statistics use no labels)")
     p.add_argument("--smoke", action="store_true",
                    help="quick pipeline check: small subsets, 1 epoch, small t-SNE (numbers meaningless)")
     p.add_argument("--out", default="runs/dann", help="output folder (default runs/dann); each run writes OUT/RUN[-settings]/seedN/, e.g. "
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     records = runs.run_many(
         names, seeds, out=args.out, epochs=args.epochs, gamma=args.gamma, smoke=args.smoke,
         resume=args.resume, dataset_pair=args.dataset_pair, data_dir=args.data_dir,
-        lr_per_epoch=args.lr_per_epoch, figures=not args.no_figures)
+        lr_per_epoch=args.lr_per_epoch, input_norm=args.input_norm, figures=not args.no_figures)
     for r in records:
         print(f"{r['run']:>15} seed {r['seed']}: {r['source']} {r['source_acc']:.4f}  "
               f"{r['target']} {r['target_acc']:.4f}  domain {r['domain_acc']:.4f}  "

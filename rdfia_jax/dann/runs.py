@@ -13,6 +13,10 @@ lr 0.01 / (1 + 10 p)^0.75):
 * ``dann-pseudo-label``: DANN plus the pseudo-label loss, whose weight ramps up over the second half
   of training (once lambda(p) > 0.46 has aligned the features), instead of from p = 0.1 on unaligned ones.
 
+Input standardization (:data:`INPUT_NORMS`, ``--input-norm``): ``source`` (the practical: both
+domains with the MNIST-train mean and std) or ``per-domain`` (each domain with the scalar mean and std
+of its own train images; the target's are computed from unlabelled images only).
+
 Every run also trains its domain classifier; in the baselines and pseudo-labelling it is a *probe*
 (GRL factor 0: it learns to tell the domains apart from the features but does not shape them), so
 every run reports a domain accuracy: how separable its features are.
@@ -91,6 +95,13 @@ RUNS: dict[str, RunSpec] = {
     )
 }
 RUN_NAMES = tuple(RUNS)
+INPUT_NORMS = {
+    "source": "both domains standardized with the source train statistics (the practical)",
+    # MNIST-M's pixels average 0.45 against MNIST's 0.13 (std 0.25 against 0.31): with MNIST's
+    # statistics every MNIST-M image enters the network shifted by about one standard deviation.
+    # Standardizing each domain with its own unlabelled statistics removes that shift at the input.
+    "per-domain": "each domain standardized with the statistics of its own train images",
+}
 DATASET_PAIRS = {"mnist": ("mnist", "mnistm"), "digits": ("digits", "digits_m")}
 
 # --smoke: a few hundred steps on subsets, to check the whole pipeline in a minute or two.
@@ -171,20 +182,23 @@ def load_domains(pair: str = "mnist", *, data_dir=None, smoke: bool = False) -> 
     return Domains(*sets, source_name=src, target_name=tgt, mean=mean, std=std)
 
 
-def source_statistics(images_u8: np.ndarray) -> tuple[float, float]:
-    """One scalar mean and std of the source train images in [0, 1] (MNIST: 0.1307, 0.3081)."""
+def image_statistics(images_u8: np.ndarray) -> tuple[float, float]:
+    """One scalar mean and std of a domain's train images in [0, 1] (MNIST: 0.1307, 0.3081)."""
     x = np.asarray(images_u8, np.float64) / 255.0
     return float(x.mean()), float(x.std())
 
 
 def step_config(spec: RunSpec, *, steps_per_epoch: int, epochs: int, gamma: float,
-                mean: float, std: float, lr_per_epoch: bool = False) -> dsteps.StepConfig:
-    """The :class:`StepConfig` of a run."""
+                mean: float, std: float, lr_per_epoch: bool = False,
+                target_stats: tuple[float, float] | None = None) -> dsteps.StepConfig:
+    """The :class:`StepConfig` of a run; ``target_stats``: the target's own (mean, std), or None."""
     return dsteps.StepConfig(
         objective=spec.objective, labelled=spec.labelled, total_steps=steps_per_epoch * epochs,
         steps_per_epoch=steps_per_epoch, gamma=float(gamma), grl_scale=spec.grl_scale,
         grl_offset=spec.grl_offset, lr_per_epoch=lr_per_epoch, mean=mean, std=std,
-        pseudo_ramp=tuple(spec.pseudo_ramp))
+        pseudo_ramp=tuple(spec.pseudo_ramp),
+        target_mean=None if target_stats is None else float(target_stats[0]),
+        target_std=None if target_stats is None else float(target_stats[1]))
 
 
 def make_get_batch(spec: RunSpec, domains: Domains, seed: int):
@@ -215,17 +229,21 @@ def _tsne_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, k), replace=False))
 
 
-def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: bool, lr_per_epoch: bool) -> str:
+def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: bool, lr_per_epoch: bool,
+                 input_norm: str = "source") -> str:
     """The run's folder name: ``name`` plus its non-default settings, so variants share an output folder.
 
     ``dann`` with the defaults stays ``dann``; ``--gamma 10 --lr-per-epoch`` gives
-    ``dann-gamma10-lr-per-epoch``, ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
+    ``dann-gamma10-lr-per-epoch``, ``--input-norm per-domain`` ``dann-per-domain-norm``,
+    ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
     """
     parts = [name]
     if gamma != 2.0:
         parts.append(f"gamma{gamma:g}")
     if lr_per_epoch:
         parts.append("lr-per-epoch")
+    if input_norm != "source":
+        parts.append(f"{input_norm}-norm")
     if smoke:
         parts.append("smoke")
     elif epochs != spec.epochs:
@@ -234,9 +252,11 @@ def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: 
 
 
 def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, gamma: float, smoke: bool,
-           lr_per_epoch: bool, batch_sizes: tuple[int, int] | None) -> dict:
+           lr_per_epoch: bool, batch_sizes: tuple[int, int] | None, input_norm: str) -> dict:
     """Everything a run (or an evaluation of its checkpoints) derives from its arguments."""
     spec = get_spec(name)
+    if input_norm not in INPUT_NORMS:
+        raise RdfiaError(f"unknown --input-norm {input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
     if batch_sizes is not None:
         if min(batch_sizes) < 1:
             raise RdfiaError(f"batch sizes {batch_sizes}: must be >= 1")
@@ -249,17 +269,19 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
     if domains.mean is not None and domains.std is not None:
         mean, std = float(domains.mean), float(domains.std)
     else:
-        mean, std = source_statistics(domains.source_train.images)
+        mean, std = image_statistics(domains.source_train.images)
+    # The target's statistics come from its TRAIN images, which a run sees without labels.
+    target_stats = image_statistics(domains.target_train.images) if input_norm == "per-domain" else None
     get_batch, steps_per_epoch = make_get_batch(spec, domains, seed)
     cfg = step_config(spec, steps_per_epoch=steps_per_epoch, epochs=epochs, gamma=gamma, mean=mean,
-                      std=std, lr_per_epoch=lr_per_epoch)
+                      std=std, lr_per_epoch=lr_per_epoch, target_stats=target_stats)
     graphdef, state = dsteps.init_state(seed, cfg)
     fingerprint = {"model": "dann-practical", "run": name, "seed": seed, "config": dataclasses.asdict(cfg),
                    "src_batch": spec.src_batch, "tgt_batch": spec.tgt_batch,
                    "source": domains.source_name, "target": domains.target_name,
                    "n_source": len(domains.source_train.images), "n_target": len(domains.target_train.images)}
     run_dir = Path(out) / variant_name(name, spec, epochs=epochs, gamma=gamma, smoke=smoke,
-                                       lr_per_epoch=lr_per_epoch) / f"seed{seed}"
+                                       lr_per_epoch=lr_per_epoch, input_norm=input_norm) / f"seed{seed}"
     return {"spec": spec, "cfg": cfg, "epochs": epochs, "run_dir": run_dir,
             "graphdef": graphdef, "state": state, "get_batch": get_batch,
             "steps_per_epoch": steps_per_epoch, "fingerprint": fingerprint}
@@ -267,7 +289,8 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
 
 def evaluate_checkpoint(name: str, seed: int = 0, *, out, domains: Domains, step: int | None = None,
                         epochs: int | None = None, gamma: float = 2.0, smoke: bool = False,
-                        lr_per_epoch: bool = False, batch_sizes: tuple[int, int] | None = None) -> dict:
+                        lr_per_epoch: bool = False, batch_sizes: tuple[int, int] | None = None,
+                        input_norm: str = "source") -> dict:
     """Test accuracies of a run's saved checkpoint (default: the latest), e.g. of a run still going.
 
     The run's arguments must be those it was started with (the checkpoint's fingerprint is checked).
@@ -278,14 +301,15 @@ def evaluate_checkpoint(name: str, seed: int = 0, *, out, domains: Domains, step
     from rdfia_jax.train import checkpoint
 
     setup = _setup(name, seed, out=out, domains=domains, epochs=epochs, gamma=gamma, smoke=smoke,
-                   lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes)
+                   lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes, input_norm=input_norm)
     with checkpoint.CheckpointStore(setup["run_dir"] / "checkpoints", fingerprint=setup["fingerprint"]) as store:
         step = store.latest_step() if step is None else step
         if step is None:
             raise RdfiaError(f"no checkpoint yet in {setup['run_dir'] / 'checkpoints'}")
         state, _ = store.restore(setup["state"], step)
-    eval_fn = dsteps.make_eval_fn(setup["graphdef"], setup["cfg"])
-    res = dsteps.evaluate(eval_fn, state["params"], domains.source_test, domains.target_test)
+    eval_src, eval_tgt = (dsteps.make_eval_fn(setup["graphdef"], setup["cfg"], d) for d in ("source", "target"))
+    res = dsteps.evaluate(eval_src, state["params"], domains.source_test, domains.target_test,
+                          target_eval_fn=eval_tgt)
     res.update(step=step, total_steps=setup["cfg"].total_steps)
     return res
 
@@ -294,7 +318,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
             gamma: float = 2.0, smoke: bool = False, resume: bool = False, dataset_pair: str = "mnist",
             data_dir=None, lr_per_epoch: bool = False, save_every: int = 1000, figures: bool = True,
             progress: bool = True, eval_every_epoch: bool = True, hooks: Sequence = (),
-            batch_sizes: tuple[int, int] | None = None) -> dict:
+            batch_sizes: tuple[int, int] | None = None, input_norm: str = "source") -> dict:
     """Train and evaluate one run; writes its outputs under ``out/<name>/seed<seed>/``.
 
     Args:
@@ -314,6 +338,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
       eval_every_epoch: evaluate on test subsets after every epoch (curves).
       hooks: extra :class:`rdfia_jax.train.loop.Hook` callbacks (progress reports, tests).
       batch_sizes: override the run's (source, target) images per step (tests, small data).
+      input_norm: a key of :data:`INPUT_NORMS`.
     Returns:
       The result dict written to ``result.json``, plus ``"state"``: the final training state.
     """
@@ -323,12 +348,15 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         get_spec(name)  # unknown run name: fail before loading data
         domains = load_domains(dataset_pair, data_dir=data_dir, smoke=smoke)
     setup = _setup(name, seed, out=out, domains=domains, epochs=epochs, gamma=gamma, smoke=smoke,
-                   lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes)
+                   lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes, input_norm=input_norm)
     spec, cfg, epochs, run_dir = setup["spec"], setup["cfg"], setup["epochs"], setup["run_dir"]
     graphdef, state = setup["graphdef"], setup["state"]
     get_batch, steps_per_epoch, fingerprint = setup["get_batch"], setup["steps_per_epoch"], setup["fingerprint"]
     step = dsteps.make_train_step(graphdef, cfg, jit=False)
-    eval_fn = dsteps.make_eval_fn(graphdef, cfg)
+    eval_src, eval_tgt = (dsteps.make_eval_fn(graphdef, cfg, d) for d in ("source", "target"))
+
+    def evaluate(params, source, target) -> dict:
+        return dsteps.evaluate(eval_src, params, source, target, target_eval_fn=eval_tgt)
 
     eval_rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     sub = lambda ds: ds if len(ds.images) <= EVAL_SUBSET else _Subset(ds, eval_rng.choice(len(ds.images), EVAL_SUBSET, replace=False))  # noqa: E731
@@ -337,7 +365,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
 
     def on_epoch(steps_done: int, st, history) -> None:
         if steps_done % steps_per_epoch == 0 or steps_done == cfg.total_steps:
-            res = dsteps.evaluate(eval_fn, st["params"], src_eval, tgt_eval)
+            res = evaluate(st["params"], src_eval, tgt_eval)
             res["step"] = steps_done
             evals.append(res)
 
@@ -356,10 +384,11 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         raise AssertionError(f"the training step was traced {traces} times in one run (expected once)")
 
     params = result.state["params"]
-    final = dsteps.evaluate(eval_fn, params, domains.source_test, domains.target_test)
+    final = evaluate(params, domains.source_test, domains.target_test)
     record = {
         "run": name, "seed": seed, "epochs": epochs, "steps": result.steps_done,
         "steps_per_epoch": steps_per_epoch, "gamma": gamma, "lr_per_epoch": lr_per_epoch,
+        "input_norm": input_norm,
         "source": domains.source_name, "target": domains.target_name,
         "source_acc": final["source_acc"], "target_acc": final["target_acc"],
         "domain_acc": final["domain_acc"], "domain_acc_source": final["domain_acc_source"],
@@ -383,8 +412,8 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         k = SMOKE_TSNE if smoke else TSNE_PER_DOMAIN
         si = _tsne_indices(len(domains.source_test.images), k, seed)
         ti = _tsne_indices(len(domains.target_test.images), k, seed + 1)
-        _, _, fs = dsteps.predict(eval_fn, params, np.asarray(domains.source_test.images)[si], want_features=True)
-        _, _, ft = dsteps.predict(eval_fn, params, np.asarray(domains.target_test.images)[ti], want_features=True)
+        _, _, fs = dsteps.predict(eval_src, params, np.asarray(domains.source_test.images)[si], want_features=True)
+        _, _, ft = dsteps.predict(eval_tgt, params, np.asarray(domains.target_test.images)[ti], want_features=True)
         emb = figs.tsne_embedding(np.concatenate([fs, ft]), seed=seed)
         is_src = np.concatenate([np.ones(len(fs), bool), np.zeros(len(ft), bool)])
         figs.plot_tsne(emb, is_src, run_dir / "tsne.png", f"t-SNE of features: {title}",
@@ -433,12 +462,14 @@ def results_table(records: list[dict]) -> list[dict]:
     """One row per (run, epochs, gamma, lr schedule, smoke): mean ± sd over its seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        key = (r["run"], r["epochs"], r["gamma"], r.get("lr_per_epoch", False), r.get("smoke", False), r["source"])
+        key = (r["run"], r["epochs"], r["gamma"], r.get("lr_per_epoch", False), r.get("input_norm", "source"),
+               r.get("smoke", False), r["source"])
         groups.setdefault(key, []).append(r)
     rows = []
-    for (run, epochs, gamma, lr_per_epoch, smoke, source), rs in groups.items():
+    for (run, epochs, gamma, lr_per_epoch, input_norm, smoke, source), rs in groups.items():
         label = run + (f" (gamma {gamma:g})" if RUNS.get(run) and RUNS[run].grl_scale != 0 and gamma != 2.0 else "")
         label += " (lr per epoch)" if lr_per_epoch else ""
+        label += f" ({input_norm} norm)" if input_norm != "source" else ""
         label += " [smoke]" if smoke else ""
         rows.append({
             "run": label,

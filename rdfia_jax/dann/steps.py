@@ -15,8 +15,10 @@ practical; what differs between runs is a static :class:`StepConfig`:
 * ``labelled="target"`` (target-only upper bound): the label loss uses the target labels.
 
 Source and target images go through the feature extractor in ONE forward pass (concatenated).
-Images arrive as uint8 NHWC and are standardized inside the step with one scalar mean/std (MNIST
-train statistics); 1-channel images are repeated to 3 channels.
+Images arrive as uint8 NHWC and are standardized inside the step with one scalar mean/std per domain:
+by default both domains use the MNIST-train statistics (the practical); with ``target_mean`` /
+``target_std`` set, target images use their own (unlabelled) train-set statistics. 1-channel images
+are repeated to 3 channels.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class StepConfig:
       lr_per_epoch: compute the lr's p from whole epochs instead of steps.
       momentum: SGD momentum.
       mean, std: scalar standardization (MNIST train statistics of images in [0, 1]).
+      target_mean, target_std: the target domain's own statistics, or None (the practical: the target
+        images are standardized with ``mean``/``std`` too).
       pseudo_threshold: softmax confidence above which a target prediction is used as a label.
       pseudo_alpha_max, pseudo_ramp: alpha(p) grows linearly from 0 at p = ramp[0] to alpha_max at
         p = ramp[1] (Lee 2013's schedule, in training progress instead of epochs).
@@ -77,6 +81,8 @@ class StepConfig:
     momentum: float = 0.9
     mean: float = 0.1307
     std: float = 0.3081
+    target_mean: float | None = None
+    target_std: float | None = None
     pseudo_threshold: float = 0.9
     pseudo_alpha_max: float = 1.0
     pseudo_ramp: tuple[float, float] = (0.1, 0.5)
@@ -88,6 +94,16 @@ class StepConfig:
             raise ValueError(f"StepConfig.labelled must be 'source' or 'target', got {self.labelled!r}")
         if self.total_steps < 1 or self.steps_per_epoch < 1:
             raise ValueError("StepConfig.total_steps and steps_per_epoch must be >= 1")
+        if (self.target_mean is None) != (self.target_std is None):
+            raise ValueError("StepConfig.target_mean and target_std must be given together")
+
+    def input_stats(self, domain: str) -> tuple[float, float]:
+        """The (mean, std) that standardize ``domain``'s ("source" or "target") images."""
+        if domain not in ("source", "target"):
+            raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+        if domain == "target" and self.target_mean is not None:
+            return self.target_mean, self.target_std
+        return self.mean, self.std
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,8 +191,8 @@ def loss_and_metrics(params, graphdef: nnx.GraphDef, batch: Batch, sched: dict, 
     n_src = batch["src_x"].shape[0]
     n_tgt = batch["tgt_x"].shape[0]
     dtype = jax.tree.leaves(params)[0].dtype  # float32; float64 in gradient checks
-    x = jnp.concatenate([standardize(batch["src_x"], cfg.mean, cfg.std, dtype),
-                         standardize(batch["tgt_x"], cfg.mean, cfg.std, dtype)])
+    x = jnp.concatenate([standardize(batch["src_x"], *cfg.input_stats("source"), dtype),
+                         standardize(batch["tgt_x"], *cfg.input_stats("target"), dtype)])
     feats = model.features(x)  # one forward pass over source + target
 
     if cfg.labelled == "source":
@@ -238,13 +254,15 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 
-def make_eval_fn(graphdef: nnx.GraphDef, cfg: StepConfig) -> Callable:
-    """Jitted ``(params, images_u8, valid_mask) -> (class_logits, domain_logits, features)``."""
+def make_eval_fn(graphdef: nnx.GraphDef, cfg: StepConfig, domain: str = "source") -> Callable:
+    """Jitted ``(params, images_u8) -> (class_logits, domain_logits, features)`` for images of
+    ``domain`` ("source" or "target": which standardization they get, see :meth:`StepConfig.input_stats`)."""
+    mean, std = cfg.input_stats(domain)
 
     def forward(params, images_u8):
         TRACE_COUNTS["eval"] += 1
         model = nnx.merge(graphdef, params)
-        return model(standardize(images_u8, cfg.mean, cfg.std), 0.0)
+        return model(standardize(images_u8, mean, std), 0.0)
 
     return xla.jit(forward)
 
@@ -279,19 +297,22 @@ def predict(eval_fn: Callable, params, images_u8: np.ndarray, *, batch_size: int
             np.concatenate(feat_out) if want_features else None)
 
 
-def evaluate(eval_fn: Callable, params, source, target, *, batch_size: int = 500) -> dict[str, float]:
+def evaluate(eval_fn: Callable, params, source, target, *, batch_size: int = 500,
+             target_eval_fn: Callable | None = None) -> dict[str, float]:
     """Accuracy on source and target test sets and domain accuracy over both.
 
     Args:
-      eval_fn: from :func:`make_eval_fn`.
+      eval_fn: from :func:`make_eval_fn` (the source domain's).
       params: network parameters.
       source, target: objects with ``.images`` uint8 NHWC and ``.labels`` int (N,).
+      target_eval_fn: the target domain's :func:`make_eval_fn` when it is standardized differently
+        (default: ``eval_fn``).
     Returns:
       ``{"source_acc", "target_acc", "domain_acc", "domain_acc_source", "domain_acc_target"}``;
       the domain classifier says "source" when sigmoid(logit) > 0.5, i.e. logit > 0.
     """
     s_cls, s_dom, _ = predict(eval_fn, params, source.images, batch_size=batch_size)
-    t_cls, t_dom, _ = predict(eval_fn, params, target.images, batch_size=batch_size)
+    t_cls, t_dom, _ = predict(target_eval_fn or eval_fn, params, target.images, batch_size=batch_size)
     s_dom_ok = s_dom > 0
     t_dom_ok = t_dom <= 0
     return {
