@@ -87,6 +87,9 @@ def _time(run: Callable[[], object], min_repeats: int, min_seconds: float) -> tu
 #: variable, not a module global: the worker runs this file as ``__main__`` while the workloads
 #: import ``benchmarks.harness``, a second copy of the module.
 TORCH_COMPILE_ENV = "RDFIA_BENCH_TORCH_COMPILE"
+#: Set to "retain" in a torch worker to give PyTorch the host-allocator settings rdfia-jax applies to
+#: itself (:func:`rdfia_jax.xla.retain_host_memory`), for a comparison on equal allocators.
+TORCH_MALLOC_ENV = "RDFIA_BENCH_TORCH_MALLOC"
 
 
 def torch_compiled(module):
@@ -109,18 +112,24 @@ def run_framework(framework: str, filter_re: str, precision: str, repeats: int, 
     workload_framework = "torch" if framework == "torch-compile" else framework
     os.environ[TORCH_COMPILE_ENV] = "1" if framework == "torch-compile" else "0"
     if framework == "jax":
+        from rdfia_jax import xla
+        xla.retain_host_memory()  # as the CLI does, before JAX starts its threads
         import jax
         jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "default")
         device = jax.devices()[0].device_kind
-        from rdfia_jax import xla
         kernels = "YNNPACK dot/conv fusions" if xla.compiler_options() else "XLA default kernels"
-        version = f"jax {jax.__version__}, {kernels}"
+        malloc = "retained" if xla.retain_host_memory() else "system"
+        version = f"jax {jax.__version__}, {kernels}, host malloc {malloc}"
     else:
+        malloc = "system"
+        if os.environ.get(TORCH_MALLOC_ENV) == "retain":  # before torch starts its threads
+            from rdfia_jax import xla
+            malloc = "retained" if xla.retain_host_memory() else "system"
         import torch
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        version = f"torch {torch.__version__} ({torch.get_num_threads()} threads, host malloc {malloc})"
         if framework == "torch-compile":
             version += ", torch.compile (Inductor)"
     rows = []
@@ -264,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jax-python", default=sys.executable,
                     help="Python interpreter for the JAX process (e.g. a Python 3.12 venv with jax 0.12)")
     ap.add_argument("--torch-python", default=sys.executable, help="Python interpreter for the PyTorch process")
+    ap.add_argument("--torch-host-malloc", choices=("system", "retain"), default="system",
+                    help="'retain': give the PyTorch workers the glibc malloc settings rdfia-jax applies to "
+                         "itself (rdfia_jax.xla.retain_host_memory), to compare on equal allocators "
+                         "(default 'system': PyTorch as users run it)")
     ap.add_argument("--framework", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.command == "list":
@@ -281,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.run([python, "-m", "benchmarks.harness", "worker", "--framework", fw,
                                    "--filter", args.filter, "--precision", args.precision,
                                    "--repeats", str(args.repeats), "--seconds", str(args.seconds)],
-                                  cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+                                  cwd=HERE.parent, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, TORCH_MALLOC_ENV: args.torch_host_malloc})
             if proc.returncode != 0:
                 print(f"{fw} worker failed (exit {proc.returncode})", file=sys.stderr)
                 continue

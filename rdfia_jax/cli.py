@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from rdfia_jax import xla
+
+    xla.retain_host_memory()  # before JAX starts its threads (see rdfia_jax.xla)
     try:
         status = args.func(args)
     except RdfiaError as err:
