@@ -22,8 +22,8 @@ large with ``mmap`` (above its 32 MB ceiling, or above the 64 MB heap of a threa
 unmaps them at ``free``, so every step faults its temporaries back in as fresh zeroed pages
 (``getrusage``: DANN 9,400 faults a step, DCGAN 13,300, cDCGAN 84,000-100,000). The library asks
 glibc (``mallopt``) to keep blocks below 1 GiB in its heaps, never trim them, and use one arena for
-all threads: DANN 9,400 -> 400-1,000 faults and about 15 % faster, cDCGAN -> 4,800 and about 25 %
-faster (``benchmarks/RESULTS.md``). The one-arena setting only reaches threads that have not yet
+all threads: DANN 9,400 -> 400-1,500 faults a step and its step about 15 % faster, DCGAN 13,300 ->
+17-1,400 (``benchmarks/RESULTS.md``). The one-arena setting only reaches threads that have not yet
 allocated, so the CLI applies it before JAX starts; library users who want it call
 :func:`retain_host_memory` before their first JAX operation (the first :func:`jit` on the CPU
 applies the rest). The process then keeps its peak host memory instead of returning it between
