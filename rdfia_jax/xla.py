@@ -24,7 +24,8 @@ unmaps them at ``free``, so every step faults its temporaries back in as fresh z
 glibc (``mallopt``) to keep blocks below 1 GiB in its heaps, never trim them, and use one arena for
 all threads: DANN 9,400 -> 400-1,500 faults a step and its step about 15 % faster, DCGAN 13,300 ->
 17-1,400 (``benchmarks/RESULTS.md``). The one-arena setting only reaches threads that have not yet
-allocated, so the CLI applies it before JAX starts; library users who want it call
+allocated, so the CLI applies it at its start (whatever the backend: it only changes how host
+memory is reused); library users who want it call
 :func:`retain_host_memory` before their first JAX operation (the first :func:`jit` on the CPU
 applies the rest). The process then keeps its peak host memory instead of returning it between
 steps. ``RDFIA_JAX_HOST_MALLOC=system`` leaves the allocator alone.
@@ -72,7 +73,8 @@ MALLOC_ENV_VAR = "RDFIA_JAX_HOST_MALLOC"
 # most 64 MB, so larger blocks would be mmap'ed whatever the threshold), blocks below 1 GiB from the
 # heap (glibc's own threshold moves up to 32 MB at most), the heap never trimmed, grown 64 MB at a time.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
-HOST_MALLOC_SETTINGS = {"M_ARENA_MAX": (_M_ARENA_MAX, 1),"M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, 1 << 30),
+HOST_MALLOC_SETTINGS = {"M_ARENA_MAX": (_M_ARENA_MAX, 1),
+                        "M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, 1 << 30),
                         "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 2**31 - 1),
                         "M_TOP_PAD": (_M_TOP_PAD, 64 << 20)}
 
