@@ -66,7 +66,6 @@ def torch_dann():
 
 def _jax_setup(precision: str):
     import jax
-    import jax.numpy as jnp
 
     from rdfia_jax.dann import steps
 
@@ -77,7 +76,7 @@ def _jax_setup(precision: str):
     box = {"state": state, "i": 0}
 
     def run_once():
-        box["state"], metrics = step(box["state"], batch, jnp.int32(box["i"] % TOTAL_STEPS))
+        box["state"], metrics = step(box["state"], batch, np.int32(box["i"] % TOTAL_STEPS))  # as rdfia_jax.train.loop passes it
         box["i"] += 1
         jax.block_until_ready(metrics["loss"])
         return metrics
