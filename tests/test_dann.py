@@ -280,6 +280,10 @@ def test_per_domain_norm_uses_the_target_train_statistics(tmp_path, monkeypatch)
     off = dsteps.make_eval_fn(graphdef, cfg, "source")(state["params"], images)
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-6, atol=1e-6)
     assert not np.allclose(np.asarray(got[0]), np.asarray(off[0]))
+    src_fn, tgt_fn = dsteps.make_eval_fns(graphdef, cfg)
+    np.testing.assert_allclose(np.asarray(tgt_fn(state["params"], images)[0]), np.asarray(got[0]), rtol=1e-6, atol=1e-6)
+    same_src, same_tgt = dsteps.make_eval_fns(graphdef, practical)
+    assert same_src is same_tgt  # the practical's normalization: one function, one compilation
 
 
 class _Killed(Exception):

@@ -307,7 +307,7 @@ def evaluate_checkpoint(name: str, seed: int = 0, *, out, domains: Domains, step
         if step is None:
             raise RdfiaError(f"no checkpoint yet in {setup['run_dir'] / 'checkpoints'}")
         state, _ = store.restore(setup["state"], step)
-    eval_src, eval_tgt = (dsteps.make_eval_fn(setup["graphdef"], setup["cfg"], d) for d in ("source", "target"))
+    eval_src, eval_tgt = dsteps.make_eval_fns(setup["graphdef"], setup["cfg"])
     res = dsteps.evaluate(eval_src, state["params"], domains.source_test, domains.target_test,
                           target_eval_fn=eval_tgt)
     res.update(step=step, total_steps=setup["cfg"].total_steps)
@@ -353,7 +353,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
     graphdef, state = setup["graphdef"], setup["state"]
     get_batch, steps_per_epoch, fingerprint = setup["get_batch"], setup["steps_per_epoch"], setup["fingerprint"]
     step = dsteps.make_train_step(graphdef, cfg, jit=False)
-    eval_src, eval_tgt = (dsteps.make_eval_fn(graphdef, cfg, d) for d in ("source", "target"))
+    eval_src, eval_tgt = dsteps.make_eval_fns(graphdef, cfg)
 
     def evaluate(params, source, target) -> dict:
         return dsteps.evaluate(eval_src, params, source, target, target_eval_fn=eval_tgt)
@@ -459,7 +459,7 @@ def _mean_sd(values: Sequence[float], digits: int = 4) -> str:
 
 
 def results_table(records: list[dict]) -> list[dict]:
-    """One row per (run, epochs, gamma, lr schedule, smoke): mean ± sd over its seeds."""
+    """One row per (run, epochs, gamma, lr schedule, input norm, smoke): mean ± sd over its seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         key = (r["run"], r["epochs"], r["gamma"], r.get("lr_per_epoch", False), r.get("input_norm", "source"),
