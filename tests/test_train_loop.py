@@ -111,6 +111,26 @@ def test_existing_checkpoints_without_resume_and_other_architecture(tmp_path):
         other.restore(state)
 
 
+def test_fingerprint_entries_added_later_match_at_their_default(tmp_path):
+    """A checkpoint written before an option existed restores under a fingerprint that holds the
+    option at its default ("off") value, and only then."""
+    state, step, _ = _setup()
+    old = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 1}})
+    trained = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=1, store=old, progress=False).state
+    defaults = {"config": {"ema": 0.0, "norm": None}}
+    new = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 1, "ema": 0.0, "norm": None}},
+                                     fingerprint_defaults=defaults)
+    restored, _ = new.restore(state)
+    assert _leaves_equal(restored, trained)
+    on = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 1, "ema": 0.9, "norm": None}},
+                                    fingerprint_defaults=defaults)
+    with pytest.raises(RdfiaError, match="another configuration"):
+        on.restore(state)
+    strict = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 1, "ema": 0.0, "norm": None}})
+    with pytest.raises(RdfiaError, match="another configuration"):
+        strict.restore(state)
+
+
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
     state, step, _ = _setup(poison_at=7)

@@ -72,6 +72,16 @@ def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
+def _with_defaults(saved: Any, defaults: Any) -> Any:
+    """``saved`` with every key of ``defaults`` that it lacks filled in (recursively in dicts)."""
+    if not isinstance(saved, dict) or not isinstance(defaults, dict):
+        return saved
+    out = dict(saved)
+    for key, value in defaults.items():
+        out[key] = _with_defaults(out[key], value) if key in out else value
+    return out
+
+
 class CheckpointStore:
     """A directory of numbered checkpoints of one training run.
 
@@ -80,9 +90,14 @@ class CheckpointStore:
       fingerprint: a JSON-serializable description of the architecture/configuration that a
         checkpoint must match to be restored (e.g. ``{"model": "dcgan", "nz": 100, "ngf": 32}``).
       keep: how many most recent checkpoints to keep (older ones are deleted after a save).
+      fingerprint_defaults: values of fingerprint entries added after checkpoints were first
+        written, shaped like ``fingerprint`` (nested dicts): a saved fingerprint that lacks such an
+        entry matches as if it held this value, so runs started by an earlier version still resume
+        (an option introduced later with its "off" value is the same configuration).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, fingerprint: Any, keep: int = 3):
+    def __init__(self, directory: str | os.PathLike, *, fingerprint: Any, keep: int = 3,
+                 fingerprint_defaults: dict | None = None):
         import orbax.checkpoint as ocp  # heavy import, only when checkpoints are used
 
         if keep < 1:
@@ -91,6 +106,7 @@ class CheckpointStore:
         logging.getLogger("absl").setLevel(logging.WARNING)
         self.directory = Path(directory).expanduser().resolve()
         self.fingerprint = _canonical(fingerprint)
+        self._fingerprint_defaults = _canonical(fingerprint_defaults or {})
         self._ocp = ocp
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False
@@ -166,7 +182,7 @@ class CheckpointStore:
         step = self._resolve_step(step)
         meta = self.read_metadata(step)
         where = f"checkpoint {self.directory / str(step)}"
-        if meta.get("fingerprint") != self.fingerprint:
+        if _with_defaults(meta.get("fingerprint"), self._fingerprint_defaults) != self.fingerprint:
             raise RdfiaError(
                 f"{where} was written for another configuration ({meta.get('fingerprint')}), not "
                 f"{self.fingerprint}; use a new output folder or delete the old checkpoints"
