@@ -210,6 +210,57 @@ def test_step_traced_once_and_one_forward_pass_for_both_domains():
     assert lams[0] == 0.0 and all(a < b for a, b in zip(lams, lams[1:]))
 
 
+def test_parameter_average_follows_its_recursion_and_never_feeds_back():
+    """--ema-decay: ema_k = d ema_(k-1) + (1 - d) params_k from ema_0 = the initial parameters; the
+    trained parameters are exactly those of a run without the average."""
+    d = 0.8
+    plain_cfg = dsteps.StepConfig(total_steps=4)
+    ema_cfg = dataclasses.replace(plain_cfg, ema_decay=d)
+    graphdef, plain = dsteps.init_state(0, plain_cfg)
+    _, averaged = dsteps.init_state(0, ema_cfg)
+    assert "ema_params" not in plain and set(averaged) == {"params", "opt_state", "ema_params"}
+    data = synthetic_domains(32, 8)
+    batch = {"src_x": data.source_train.images[:8], "src_y": data.source_train.labels[:8].astype(np.int32),
+             "tgt_x": data.target_train.images[:8]}
+    plain_step = dsteps.make_train_step(graphdef, plain_cfg)
+    ema_step = dsteps.make_train_step(graphdef, ema_cfg)
+    expected = jax.tree.map(np.asarray, averaged["params"])
+    for i in range(4):
+        plain, _ = plain_step(plain, batch, np.int32(i))
+        averaged, _ = ema_step(averaged, batch, np.int32(i))
+        expected = jax.tree.map(lambda e, w: d * e + (1 - d) * np.asarray(w), expected, averaged["params"])
+    for a, b in zip(jax.tree.leaves(plain["params"]), jax.tree.leaves(averaged["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for got, want, last in zip(jax.tree.leaves(averaged["ema_params"]), jax.tree.leaves(expected),
+                               jax.tree.leaves(averaged["params"])):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(np.asarray(g), np.asarray(w)) for g, w in
+               zip(jax.tree.leaves(averaged["ema_params"]), jax.tree.leaves(averaged["params"])))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            dsteps.StepConfig(ema_decay=bad)
+
+
+def test_proxy_a_distance_separates_and_confuses():
+    from rdfia_jax.dann.alignment import proxy_a_distance
+
+    rng = np.random.default_rng(0)
+    same = proxy_a_distance(rng.normal(size=(400, 20)), rng.normal(size=(400, 20)))
+    shifted = proxy_a_distance(rng.normal(size=(400, 20)), rng.normal(size=(400, 20)) + 3.0)
+    assert same["n_fit"] == 400 and same["n_test"] == 400
+    assert abs(same["pad"]) < 0.4 and shifted["pad"] == 2.0 and shifted["error"] == 0.0
+    assert same["pad"] == pytest.approx(2 * (1 - 2 * same["error"]))
+    # Deterministic in its seed.
+    xs, xt = rng.normal(size=(100, 5)), rng.normal(size=(100, 5)) + 0.5
+    assert proxy_a_distance(xs, xt, seed=3) == proxy_a_distance(xs, xt, seed=3)
+    with pytest.raises(RdfiaError, match="same D"):
+        proxy_a_distance(np.zeros((10, 3)), np.zeros((10, 4)))
+    with pytest.raises(RdfiaError, match="at least 4"):
+        proxy_a_distance(np.zeros((3, 3)), np.zeros((10, 3)))
+    with pytest.raises(RdfiaError, match="NaN"):
+        proxy_a_distance(np.full((10, 3), np.nan), np.zeros((10, 3)))
+
+
 # ------------------------------------------------------------------------------ runs
 
 @pytest.mark.slow
@@ -220,7 +271,8 @@ def test_short_dann_run_learns(tmp_path):
     assert rec["steps"] == 48 and hist["label_loss"].shape == (48,)
     assert hist["label_loss"][-4:].mean() < hist["label_loss"][:4].mean() - 1.0
     assert rec["source_acc"] > 0.8  # chance is 0.1
-    assert 0.0 <= rec["domain_acc"] <= 1.0
+    assert 0.0 <= rec["domain_acc"] <= 1.0 and -2.0 <= rec["pad"] <= 2.0
+    assert "last_iterate" not in rec and rec["ema_decay"] == 0.0
     assert (tmp_path / "results.csv").exists() is False  # run_one alone writes no table
     csv_path, md_path = runs.write_results(tmp_path)
     assert "dann" in md_path.read_text() and csv_path.read_text().startswith("run,seeds,epochs,src acc")
@@ -233,13 +285,16 @@ def test_variants_get_their_own_folders_and_table_rows():
     assert name(gamma=10.0, lr_per_epoch=True) == "dann-gamma10-lr-per-epoch"
     assert name(epochs=100) == "dann-100ep" and name(smoke=True, epochs=1) == "dann-smoke"
     assert name(lr_per_epoch=True, input_norm="per-domain") == "dann-lr-per-epoch-per-domain-norm"
+    assert name(lr_per_epoch=True, ema_decay=0.999) == "dann-lr-per-epoch-ema0.999"
     base = dict(run="dann", epochs=20, gamma=2.0, source="MNIST", target="MNIST-M", domain_acc=0.5, wall_s=1.0,
                 source_acc=0.99)
     records = [dict(base, seed=0, target_acc=0.70), dict(base, seed=1, target_acc=0.72),
                dict(base, seed=0, target_acc=0.80, lr_per_epoch=True),
-               dict(base, seed=0, target_acc=0.90, input_norm="per-domain")]
+               dict(base, seed=0, target_acc=0.90, input_norm="per-domain"),
+               dict(base, seed=0, target_acc=0.60, ema_decay=0.999, pad=0.5)]
     rows = {r["run"]: r for r in runs.results_table(records)}
-    assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)"}  # never averaged together
+    assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)", "dann (EMA 0.999)"}  # never averaged together
+    assert rows["dann (EMA 0.999)"]["PAD"] == "0.500" and rows["dann"]["PAD"] == "n/a"  # older records: no PAD
     assert rows["dann"]["seeds"] == "0,1" and rows["dann (lr per epoch)"]["target acc"] == "0.8000"
 
 
@@ -294,8 +349,9 @@ class _Killed(Exception):
 def test_resume_after_kill_gives_identical_parameters(tmp_path):
     from rdfia_jax.train import loop
 
+    # With a parameter average: it is part of the state a resume must restore exactly.
     kwargs = dict(domains=synthetic_domains(128, 16), epochs=2, batch_sizes=(16, 16), figures=False,
-                  progress=False, save_every=3, eval_every_epoch=False)
+                  progress=False, save_every=3, eval_every_epoch=False, ema_decay=0.9)
     ref = runs.run_one("pseudo-label", 1, out=tmp_path / "a", **kwargs)
 
     def kill(steps_done, state, history):
@@ -307,12 +363,21 @@ def test_resume_after_kill_gives_identical_parameters(tmp_path):
     with pytest.raises(RdfiaError, match="resume"):
         runs.run_one("pseudo-label", 1, out=tmp_path / "b", **kwargs)
     mid = runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
-                                   epochs=2, batch_sizes=(16, 16))
+                                   epochs=2, batch_sizes=(16, 16), ema_decay=0.9)
     assert mid["step"] == 6 and mid["total_steps"] == 16 and 0.0 <= mid["target_acc"] <= 1.0
+    mid_ema = runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
+                                       epochs=2, batch_sizes=(16, 16), ema_decay=0.9, params="ema_params", pad=True)
+    assert mid_ema["step"] == 6 and -2.0 <= mid_ema["pad"] <= 2.0
+    with pytest.raises(RdfiaError, match="no checkpoint yet"):  # a different decay is another run's folder
+        runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
+                                 epochs=2, batch_sizes=(16, 16), ema_decay=0.5)
     resumed = runs.run_one("pseudo-label", 1, out=tmp_path / "b", resume=True, **kwargs)
     assert resumed["resumed_from"] == 6 and resumed["steps"] == 16
+    assert set(resumed["state"]) == {"params", "opt_state", "ema_params"}
     for a, b in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(resumed["state"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The run reports the average and keeps the last iterate's numbers beside it.
+    assert resumed["ema_decay"] == 0.9 and set(resumed["last_iterate"]) >= {"source_acc", "target_acc", "pad"}
 
 
 # ------------------------------------------------------------------------------ bad input

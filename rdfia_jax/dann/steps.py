@@ -65,6 +65,9 @@ class StepConfig:
       pseudo_threshold: softmax confidence above which a target prediction is used as a label.
       pseudo_alpha_max, pseudo_ramp: alpha(p) grows linearly from 0 at p = ramp[0] to alpha_max at
         p = ramp[1] (Lee 2013's schedule, in training progress instead of epochs).
+      ema_decay: 0 (off) or d in (0, 1): the state also carries ``ema_params``, an exponential
+        moving average of the parameters (``ema <- d ema + (1 - d) params`` after every step,
+        starting from the initial parameters; Polyak averaging). It never feeds back into training.
     """
 
     objective: str = "dann"
@@ -86,6 +89,7 @@ class StepConfig:
     pseudo_threshold: float = 0.9
     pseudo_alpha_max: float = 1.0
     pseudo_ramp: tuple[float, float] = (0.1, 0.5)
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         if self.objective not in ("dann", "pseudo"):
@@ -96,6 +100,8 @@ class StepConfig:
             raise ValueError("StepConfig.total_steps and steps_per_epoch must be >= 1")
         if (self.target_mean is None) != (self.target_std is None):
             raise ValueError("StepConfig.target_mean and target_std must be given together")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"StepConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def input_stats(self, domain: str) -> tuple[float, float]:
         """The (mean, std) that standardize ``domain``'s ("source" or "target") images."""
@@ -161,14 +167,18 @@ def make_optimizer(momentum: float = 0.9) -> optax.GradientTransformation:
 
 
 def init_state(seed: int, cfg: StepConfig) -> tuple[nnx.GraphDef, TrainState]:
-    """Builds the network from ``seed`` and returns ``(graphdef, {"params", "opt_state"})``.
+    """Builds the network from ``seed`` and returns ``(graphdef, {"params", "opt_state"})``, plus
+    ``"ema_params"`` (a copy of the initial parameters) when ``cfg.ema_decay > 0``.
 
     ``params`` is the ``nnx.State`` of the network's ``nnx.Param`` variables (a pytree).
     """
     model = DANN(rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     opt_state = make_optimizer(cfg.momentum).init(params)
-    return graphdef, {"params": params, "opt_state": opt_state}
+    state = {"params": params, "opt_state": opt_state}
+    if cfg.ema_decay > 0:
+        state["ema_params"] = jax.tree.map(jnp.array, params)  # a copy, not an alias
+    return graphdef, state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,7 +256,12 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = jax.tree.map(lambda w, u: w - sched["lr"].astype(w.dtype) * u, state["params"], updates)
         metrics.update(lr=sched["lr"], **{"lambda": sched["lambda"]}, grl=sched["grl"], alpha=sched["alpha"])
-        return {"params": params, "opt_state": opt_state}, metrics
+        new_state = {"params": params, "opt_state": opt_state}
+        if cfg.ema_decay > 0:
+            d = cfg.ema_decay
+            new_state["ema_params"] = jax.tree.map(lambda e, w: d * e + (1.0 - d) * w,
+                                                   state["ema_params"], params)
+        return new_state, metrics
 
     return xla.jit(step) if jit else step
 
