@@ -241,6 +241,38 @@ def test_parameter_average_follows_its_recursion_and_never_feeds_back():
             dsteps.StepConfig(ema_decay=bad)
 
 
+def test_gradient_clipping_caps_the_first_update_and_logs_the_unclipped_norm():
+    """--clip-norm c: the first update (momentum buffer empty) is the plain one scaled by c / |g|
+    when |g| > c; grad_norm is the unclipped global norm either way."""
+    plain_cfg = dsteps.StepConfig(total_steps=4)
+    graphdef, state = dsteps.init_state(0, plain_cfg)
+    data = synthetic_domains(32, 8)
+    batch = {"src_x": data.source_train.images[:8], "src_y": data.source_train.labels[:8].astype(np.int32),
+             "tgt_x": data.target_train.images[:8]}
+    plain, plain_metrics = dsteps.make_train_step(graphdef, plain_cfg)(state, batch, np.int32(0))
+    norm = float(plain_metrics["grad_norm"])
+    grads, _ = jax.grad(dsteps.loss_and_metrics, has_aux=True)(
+        state["params"], graphdef, batch, dsteps.schedules(plain_cfg, 0), plain_cfg)
+    assert norm == pytest.approx(float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))), rel=1e-5)
+    cap = norm / 4
+    clip_cfg = dataclasses.replace(plain_cfg, clip_norm=cap)
+    _, clip_state = dsteps.init_state(0, clip_cfg)
+    clipped, clip_metrics = dsteps.make_train_step(graphdef, clip_cfg)(clip_state, batch, np.int32(0))
+    assert float(clip_metrics["grad_norm"]) == pytest.approx(norm, rel=1e-6)
+    for w0, wp, wc in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(plain["params"]),
+                          jax.tree.leaves(clipped["params"])):
+        np.testing.assert_allclose(np.asarray(w0 - wc), np.asarray(w0 - wp) * 0.25, rtol=2e-3, atol=1e-8)
+    # A cap above the norm changes nothing.
+    loose_cfg = dataclasses.replace(plain_cfg, clip_norm=norm * 2)
+    _, loose_state = dsteps.init_state(0, loose_cfg)
+    loose, _ = dsteps.make_train_step(graphdef, loose_cfg)(loose_state, batch, np.int32(0))
+    for wp, wl in zip(jax.tree.leaves(plain["params"]), jax.tree.leaves(loose["params"])):
+        np.testing.assert_allclose(np.asarray(wl), np.asarray(wp), rtol=1e-6, atol=1e-7)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="clip_norm"):
+            dsteps.StepConfig(clip_norm=bad)
+
+
 def test_proxy_a_distance_separates_and_confuses():
     from rdfia_jax.dann.alignment import proxy_a_distance
 
@@ -286,14 +318,17 @@ def test_variants_get_their_own_folders_and_table_rows():
     assert name(epochs=100) == "dann-100ep" and name(smoke=True, epochs=1) == "dann-smoke"
     assert name(lr_per_epoch=True, input_norm="per-domain") == "dann-lr-per-epoch-per-domain-norm"
     assert name(lr_per_epoch=True, ema_decay=0.999) == "dann-lr-per-epoch-ema0.999"
+    assert name(lr_per_epoch=True, clip_norm=5.0) == "dann-lr-per-epoch-clip5"
     base = dict(run="dann", epochs=20, gamma=2.0, source="MNIST", target="MNIST-M", domain_acc=0.5, wall_s=1.0,
                 source_acc=0.99)
     records = [dict(base, seed=0, target_acc=0.70), dict(base, seed=1, target_acc=0.72),
                dict(base, seed=0, target_acc=0.80, lr_per_epoch=True),
                dict(base, seed=0, target_acc=0.90, input_norm="per-domain"),
-               dict(base, seed=0, target_acc=0.60, ema_decay=0.999, pad=0.5)]
+               dict(base, seed=0, target_acc=0.60, ema_decay=0.999, pad=0.5),
+               dict(base, seed=0, target_acc=0.65, clip_norm=5.0)]
     rows = {r["run"]: r for r in runs.results_table(records)}
-    assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)", "dann (EMA 0.999)"}  # never averaged together
+    assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)", "dann (EMA 0.999)",
+                         "dann (clip 5)"}  # never averaged together
     assert rows["dann (EMA 0.999)"]["PAD"] == "0.500" and rows["dann"]["PAD"] == "n/a"  # older records: no PAD
     assert rows["dann"]["seeds"] == "0,1" and rows["dann (lr per epoch)"]["target acc"] == "0.8000"
 

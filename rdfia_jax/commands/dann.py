@@ -45,6 +45,9 @@ def register(subparsers) -> None:
                    help="also keep an exponential moving average of the parameters with this decay "
                    "(e.g. 0.999) and report the averaged network (the last iterate's numbers stay in "
                    "result.json); 0 = off, the practical (default)")
+    p.add_argument("--clip-norm", type=float, default=None,
+                   help="cap the gradient's global norm at this value before the momentum (default: no "
+                   "clipping, the practical); every run logs the unclipped norm as grad_norm")
     p.add_argument("--smoke", action="store_true",
                    help="quick pipeline check: small subsets, 1 epoch, small t-SNE (numbers meaningless)")
     p.add_argument("--out", default="runs/dann", help="output folder (default runs/dann); each run writes OUT/RUN[-settings]/seedN/, e.g. "
@@ -72,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
     records = runs.run_many(
         names, seeds, out=args.out, epochs=args.epochs, gamma=args.gamma, smoke=args.smoke,
         resume=args.resume, dataset_pair=args.dataset_pair, data_dir=args.data_dir,
-        lr_per_epoch=args.lr_per_epoch, input_norm=args.input_norm, ema_decay=args.ema_decay, figures=not args.no_figures)
+        lr_per_epoch=args.lr_per_epoch, input_norm=args.input_norm, ema_decay=args.ema_decay,
+        clip_norm=args.clip_norm, figures=not args.no_figures)
     for r in records:
         print(f"{r['run']:>15} seed {r['seed']}: {r['source']} {r['source_acc']:.4f}  "
               f"{r['target']} {r['target_acc']:.4f}  domain {r['domain_acc']:.4f}  PAD {r['pad']:.3f}  "

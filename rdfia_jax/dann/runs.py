@@ -19,7 +19,8 @@ of its own train images; the target's are computed from unlabelled images only).
 
 Parameter averaging (``--ema-decay d``): the state also carries an exponential moving average of the
 parameters; the run then reports the averaged network (``result.json`` keeps the last iterate's numbers
-under ``"last_iterate"``). Training is unchanged.
+under ``"last_iterate"``). Training is unchanged. Gradient clipping (``--clip-norm c``): the gradient's
+global norm is capped at ``c`` before the momentum (every run logs the unclipped norm, ``grad_norm``).
 
 Every run also measures the proxy A-distance of its features (:mod:`rdfia_jax.dann.alignment`: a fresh
 linear probe telling source test from target test features apart, no class labels).
@@ -197,7 +198,8 @@ def image_statistics(images_u8: np.ndarray) -> tuple[float, float]:
 
 def step_config(spec: RunSpec, *, steps_per_epoch: int, epochs: int, gamma: float,
                 mean: float, std: float, lr_per_epoch: bool = False,
-                target_stats: tuple[float, float] | None = None, ema_decay: float = 0.0) -> dsteps.StepConfig:
+                target_stats: tuple[float, float] | None = None, ema_decay: float = 0.0,
+                clip_norm: float | None = None) -> dsteps.StepConfig:
     """The :class:`StepConfig` of a run; ``target_stats``: the target's own (mean, std), or None."""
     return dsteps.StepConfig(
         objective=spec.objective, labelled=spec.labelled, total_steps=steps_per_epoch * epochs,
@@ -205,7 +207,8 @@ def step_config(spec: RunSpec, *, steps_per_epoch: int, epochs: int, gamma: floa
         grl_offset=spec.grl_offset, lr_per_epoch=lr_per_epoch, mean=mean, std=std,
         pseudo_ramp=tuple(spec.pseudo_ramp),
         target_mean=None if target_stats is None else float(target_stats[0]),
-        target_std=None if target_stats is None else float(target_stats[1]), ema_decay=float(ema_decay))
+        target_std=None if target_stats is None else float(target_stats[1]), ema_decay=float(ema_decay),
+        clip_norm=None if clip_norm is None else float(clip_norm))
 
 
 def make_get_batch(spec: RunSpec, domains: Domains, seed: int):
@@ -237,12 +240,12 @@ def _tsne_indices(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: bool, lr_per_epoch: bool,
-                 input_norm: str = "source", ema_decay: float = 0.0) -> str:
+                 input_norm: str = "source", ema_decay: float = 0.0, clip_norm: float | None = None) -> str:
     """The run's folder name: ``name`` plus its non-default settings, so variants share an output folder.
 
     ``dann`` with the defaults stays ``dann``; ``--gamma 10 --lr-per-epoch`` gives
     ``dann-gamma10-lr-per-epoch``, ``--input-norm per-domain`` ``dann-per-domain-norm``,
-    ``--ema-decay 0.999`` ``dann-ema0.999``, ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
+    ``--ema-decay 0.999`` ``dann-ema0.999``, ``--clip-norm 5`` ``dann-clip5``, ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
     """
     parts = [name]
     if gamma != 2.0:
@@ -253,6 +256,8 @@ def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: 
         parts.append(f"{input_norm}-norm")
     if ema_decay:
         parts.append(f"ema{ema_decay:g}")
+    if clip_norm is not None:
+        parts.append(f"clip{clip_norm:g}")
     if smoke:
         parts.append("smoke")
     elif epochs != spec.epochs:
@@ -262,13 +267,15 @@ def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: 
 
 def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, gamma: float, smoke: bool,
            lr_per_epoch: bool, batch_sizes: tuple[int, int] | None, input_norm: str,
-           ema_decay: float = 0.0) -> dict:
+           ema_decay: float = 0.0, clip_norm: float | None = None) -> dict:
     """Everything a run (or an evaluation of its checkpoints) derives from its arguments."""
     spec = get_spec(name)
     if input_norm not in INPUT_NORMS:
         raise RdfiaError(f"unknown --input-norm {input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
     if not 0.0 <= ema_decay < 1.0:
         raise RdfiaError(f"--ema-decay {ema_decay}: must be in [0, 1) (0: no averaging; e.g. 0.999)")
+    if clip_norm is not None and not clip_norm > 0:
+        raise RdfiaError(f"--clip-norm {clip_norm}: must be > 0")
     if batch_sizes is not None:
         if min(batch_sizes) < 1:
             raise RdfiaError(f"batch sizes {batch_sizes}: must be >= 1")
@@ -286,7 +293,8 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
     target_stats = image_statistics(domains.target_train.images) if input_norm == "per-domain" else None
     get_batch, steps_per_epoch = make_get_batch(spec, domains, seed)
     cfg = step_config(spec, steps_per_epoch=steps_per_epoch, epochs=epochs, gamma=gamma, mean=mean,
-                      std=std, lr_per_epoch=lr_per_epoch, target_stats=target_stats, ema_decay=ema_decay)
+                      std=std, lr_per_epoch=lr_per_epoch, target_stats=target_stats, ema_decay=ema_decay,
+                      clip_norm=clip_norm)
     graphdef, state = dsteps.init_state(seed, cfg)
     fingerprint = {"model": "dann-practical", "run": name, "seed": seed, "config": dataclasses.asdict(cfg),
                    "src_batch": spec.src_batch, "tgt_batch": spec.tgt_batch,
@@ -294,10 +302,11 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
                    "n_source": len(domains.source_train.images), "n_target": len(domains.target_train.images)}
     # StepConfig fields added after the first release, at their "off" values: checkpoints written
     # before they existed describe the same run (see CheckpointStore's fingerprint_defaults).
-    fingerprint_defaults = {"config": {"target_mean": None, "target_std": None, "ema_decay": 0.0}}
+    fingerprint_defaults = {"config": {"target_mean": None, "target_std": None, "ema_decay": 0.0,
+                                       "clip_norm": None}}
     run_dir = Path(out) / variant_name(name, spec, epochs=epochs, gamma=gamma, smoke=smoke,
                                        lr_per_epoch=lr_per_epoch, input_norm=input_norm,
-                                       ema_decay=ema_decay) / f"seed{seed}"
+                                       ema_decay=ema_decay, clip_norm=clip_norm) / f"seed{seed}"
     return {"spec": spec, "cfg": cfg, "epochs": epochs, "run_dir": run_dir,
             "graphdef": graphdef, "state": state, "get_batch": get_batch,
             "steps_per_epoch": steps_per_epoch, "fingerprint": fingerprint,
@@ -307,7 +316,8 @@ def _setup(name: str, seed: int, *, out, domains: Domains, epochs: int | None, g
 def evaluate_checkpoint(name: str, seed: int = 0, *, out, domains: Domains, step: int | None = None,
                         epochs: int | None = None, gamma: float = 2.0, smoke: bool = False,
                         lr_per_epoch: bool = False, batch_sizes: tuple[int, int] | None = None,
-                        input_norm: str = "source", ema_decay: float = 0.0, params: str = "params",
+                        input_norm: str = "source", ema_decay: float = 0.0, clip_norm: float | None = None,
+                        params: str = "params",
                         pad: bool = False) -> dict:
     """Test accuracies of a run's saved checkpoint (default: the latest), e.g. of a run still going.
 
@@ -324,7 +334,7 @@ def evaluate_checkpoint(name: str, seed: int = 0, *, out, domains: Domains, step
 
     setup = _setup(name, seed, out=out, domains=domains, epochs=epochs, gamma=gamma, smoke=smoke,
                    lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes, input_norm=input_norm,
-                   ema_decay=ema_decay)
+                   ema_decay=ema_decay, clip_norm=clip_norm)
     if params not in setup["state"]:
         raise RdfiaError(f"a checkpoint of this run holds no {params!r} (ema_params need --ema-decay)")
     with checkpoint.CheckpointStore(setup["run_dir"] / "checkpoints", fingerprint=setup["fingerprint"],
@@ -365,7 +375,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
             data_dir=None, lr_per_epoch: bool = False, save_every: int = 1000, figures: bool = True,
             progress: bool = True, eval_every_epoch: bool = True, hooks: Sequence = (),
             batch_sizes: tuple[int, int] | None = None, input_norm: str = "source",
-            ema_decay: float = 0.0) -> dict:
+            ema_decay: float = 0.0, clip_norm: float | None = None) -> dict:
     """Train and evaluate one run; writes its outputs under ``out/<name>/seed<seed>/``.
 
     Args:
@@ -388,6 +398,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
       input_norm: a key of :data:`INPUT_NORMS`.
       ema_decay: 0, or the decay of a parameter average that the run evaluates (and reports)
         instead of the last iterate.
+      clip_norm: None, or the cap on the gradient's global norm.
     Returns:
       The result dict written to ``result.json``, plus ``"state"``: the final training state.
     """
@@ -398,7 +409,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         domains = load_domains(dataset_pair, data_dir=data_dir, smoke=smoke)
     setup = _setup(name, seed, out=out, domains=domains, epochs=epochs, gamma=gamma, smoke=smoke,
                    lr_per_epoch=lr_per_epoch, batch_sizes=batch_sizes, input_norm=input_norm,
-                   ema_decay=ema_decay)
+                   ema_decay=ema_decay, clip_norm=clip_norm)
     spec, cfg, epochs, run_dir = setup["spec"], setup["cfg"], setup["epochs"], setup["run_dir"]
     graphdef, state = setup["graphdef"], setup["state"]
     get_batch, steps_per_epoch, fingerprint = setup["get_batch"], setup["steps_per_epoch"], setup["fingerprint"]
@@ -450,7 +461,7 @@ def run_one(name: str, seed: int = 0, *, out, domains: Domains | None = None, ep
         "source_acc": final["source_acc"], "target_acc": final["target_acc"],
         "domain_acc": final["domain_acc"], "domain_acc_source": final["domain_acc_source"],
         "domain_acc_target": final["domain_acc_target"], **alignment,
-        "ema_decay": cfg.ema_decay,
+        "ema_decay": cfg.ema_decay, "clip_norm": cfg.clip_norm,
         "wall_s": result.seconds, "steps_run": result.steps_run,
         "steps_per_s": result.steps_run / result.seconds if result.seconds > 0 else float("nan"),
         "resumed_from": result.resumed_from, "smoke": smoke, "about": spec.about,
@@ -520,14 +531,15 @@ def results_table(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         key = (r["run"], r["epochs"], r["gamma"], r.get("lr_per_epoch", False), r.get("input_norm", "source"),
-               r.get("ema_decay", 0.0), r.get("smoke", False), r["source"])
+               r.get("ema_decay", 0.0), r.get("clip_norm"), r.get("smoke", False), r["source"])
         groups.setdefault(key, []).append(r)
     rows = []
-    for (run, epochs, gamma, lr_per_epoch, input_norm, ema_decay, smoke, source), rs in groups.items():
+    for (run, epochs, gamma, lr_per_epoch, input_norm, ema_decay, clip_norm, smoke, source), rs in groups.items():
         label = run + (f" (gamma {gamma:g})" if RUNS.get(run) and RUNS[run].grl_scale != 0 and gamma != 2.0 else "")
         label += " (lr per epoch)" if lr_per_epoch else ""
         label += f" ({input_norm} norm)" if input_norm != "source" else ""
         label += f" (EMA {ema_decay:g})" if ema_decay else ""
+        label += f" (clip {clip_norm:g})" if clip_norm is not None else ""
         label += " [smoke]" if smoke else ""
         rows.append({
             "run": label,

@@ -68,6 +68,9 @@ class StepConfig:
       ema_decay: 0 (off) or d in (0, 1): the state also carries ``ema_params``, an exponential
         moving average of the parameters (``ema <- d ema + (1 - d) params`` after every step,
         starting from the initial parameters; Polyak averaging). It never feeds back into training.
+      clip_norm: None (the practical) or c > 0: the gradient is rescaled to global norm <= c before
+        the momentum (``optax.clip_by_global_norm``). Every step reports the unclipped norm as the
+        metric ``grad_norm``.
     """
 
     objective: str = "dann"
@@ -90,6 +93,7 @@ class StepConfig:
     pseudo_alpha_max: float = 1.0
     pseudo_ramp: tuple[float, float] = (0.1, 0.5)
     ema_decay: float = 0.0
+    clip_norm: float | None = None
 
     def __post_init__(self):
         if self.objective not in ("dann", "pseudo"):
@@ -102,6 +106,8 @@ class StepConfig:
             raise ValueError("StepConfig.target_mean and target_std must be given together")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"StepConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"StepConfig.clip_norm must be None or > 0, got {self.clip_norm}")
 
     def input_stats(self, domain: str) -> tuple[float, float]:
         """The (mean, std) that standardize ``domain``'s ("source" or "target") images."""
@@ -161,9 +167,13 @@ def standardize(images_u8: jax.Array, mean: float, std: float, dtype=jnp.float32
     return x
 
 
-def make_optimizer(momentum: float = 0.9) -> optax.GradientTransformation:
-    """SGD momentum without the learning rate; the step scales by lr(p) itself (pure in the step)."""
-    return optax.trace(decay=momentum, nesterov=False)
+def make_optimizer(momentum: float = 0.9, clip_norm: float | None = None) -> optax.GradientTransformation:
+    """SGD momentum without the learning rate; the step scales by lr(p) itself (pure in the step).
+    With ``clip_norm``, the gradient's global norm is first capped at that value."""
+    momentum_tx = optax.trace(decay=momentum, nesterov=False)
+    if clip_norm is None:
+        return momentum_tx
+    return optax.chain(optax.clip_by_global_norm(clip_norm), momentum_tx)
 
 
 def init_state(seed: int, cfg: StepConfig) -> tuple[nnx.GraphDef, TrainState]:
@@ -174,7 +184,7 @@ def init_state(seed: int, cfg: StepConfig) -> tuple[nnx.GraphDef, TrainState]:
     """
     model = DANN(rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
-    opt_state = make_optimizer(cfg.momentum).init(params)
+    opt_state = make_optimizer(cfg.momentum, cfg.clip_norm).init(params)
     state = {"params": params, "opt_state": opt_state}
     if cfg.ema_decay > 0:
         state["ema_params"] = jax.tree.map(jnp.array, params)  # a copy, not an alias
@@ -246,13 +256,14 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True
     ``step_index`` is a traced int32 scalar (the global step, from 0): the lr, lambda(p) and the
     pseudo-label weight are computed from it inside the step, so the whole run is one compilation.
     """
-    tx = make_optimizer(cfg.momentum)
+    tx = make_optimizer(cfg.momentum, cfg.clip_norm)
 
     def step(state: TrainState, batch: Batch, step_index) -> tuple[TrainState, dict]:
         TRACE_COUNTS["train_step"] += 1  # runs at trace time only
         sched = schedules(cfg, step_index)
         grads, metrics = jax.grad(loss_and_metrics, has_aux=True)(
             state["params"], graphdef, batch, sched, cfg)
+        metrics["grad_norm"] = optax.tree.norm(grads)  # before any clipping
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = jax.tree.map(lambda w, u: w - sched["lr"].astype(w.dtype) * u, state["params"], updates)
         metrics.update(lr=sched["lr"], **{"lambda": sched["lambda"]}, grl=sched["grl"], alpha=sched["alpha"])
