@@ -461,3 +461,25 @@ def test_real_mnist_standardization_constants(shared_data):
     mean, std = runs.image_statistics(mnist.images)
     assert abs(mean - data.MNIST_TRAIN_MEAN) < 1e-9 and abs(std - data.MNIST_TRAIN_STD) < 1e-9
     assert abs(mean - 0.1307) < 1e-4 and abs(std - 0.3081) < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_smoke_run_with_average_and_clipping_writes_table_figures_and_both_evaluations(tmp_path):
+    """End to end on the embedded digits pair (no download): `rdfia-jax dann dann --smoke` with a
+    parameter average and gradient clipping."""
+    import json
+
+    from rdfia_jax.cli import main
+
+    out = tmp_path / "out"
+    assert main(["dann", "dann", "--dataset-pair", "digits", "--smoke", "--ema-decay", "0.9",
+                 "--clip-norm", "3", "--out", str(out)]) == 0
+    run_dir = out / "dann-ema0.9-clip3-smoke" / "seed0"
+    assert (run_dir / "curves.png").stat().st_size > 0 and (run_dir / "tsne.png").stat().st_size > 0
+    rec = json.loads((run_dir / "result.json").read_text())
+    assert rec["ema_decay"] == 0.9 and rec["clip_norm"] == 3.0 and -2.0 <= rec["pad"] <= 2.0
+    assert set(rec["last_iterate"]) >= {"source_acc", "target_acc", "domain_acc", "pad"}
+    assert "last_iterate" in rec["evals"][-1]
+    hist = np.load(run_dir / "history.npz")
+    assert hist["grad_norm"].shape == (rec["steps"],) and np.all(hist["grad_norm"] > 0)
+    assert "dann (EMA 0.9) (clip 3) [smoke]" in (out / "results.md").read_text()

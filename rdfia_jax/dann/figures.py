@@ -71,7 +71,8 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
     Args:
       history: per-step metrics from the training loop (loss, label_loss, domain_loss, label_acc,
         domain_acc, lambda, grl, lr, ...).
-      evals: per-epoch evaluations ``{"step", "source_acc", "target_acc", "domain_acc"}``.
+      evals: per-epoch evaluations ``{"step", "source_acc", "target_acc", "domain_acc"}`` (and
+        ``"last_iterate"``, the same for the raw parameters of a parameter-averaged run).
       path: output png.
       title: figure title.
     Returns:
@@ -91,6 +92,11 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
         if key in history:
             v = _smooth(history[key], width)
             axes[0].plot(steps[: len(v)] + (width - 1), v, label=key)
+    if "grad_norm" in history:  # a blow-up shows here first; its own scale, on the right
+        v = _smooth(history["grad_norm"], width)
+        norm_axis = axes[0].twinx()
+        norm_axis.plot(steps[: len(v)] + (width - 1), v, color="0.5", lw=0.8, label="gradient norm (right)")
+        norm_axis.legend(fontsize=8, loc="upper center")
     axes[0].set_xlabel("step")
     axes[0].set_title("training losses (moving average)")
     axes[0].legend(fontsize=8)
@@ -102,6 +108,9 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
         es = [e["step"] for e in evals]
         for key, style in (("source_acc", "o-"), ("target_acc", "s-"), ("domain_acc", "^-")):
             axes[1].plot(es, [e[key] for e in evals], style, label=f"test {key}", ms=3)
+        if "last_iterate" in evals[0]:  # a parameter-averaged run: the raw iterate for comparison
+            axes[1].plot(es, [e["last_iterate"]["target_acc"] for e in evals], "s:", ms=2, alpha=0.6,
+                         label="test target_acc, last iterate")
     axes[1].set_ylim(0, 1.02)
     axes[1].set_xlabel("step")
     axes[1].set_title("accuracies")
