@@ -26,8 +26,8 @@ all threads: DANN 9,400 -> 400-1,500 faults a step and its step about 15 % faste
 17-1,400 (``benchmarks/RESULTS.md``). The one-arena setting only reaches threads that have not yet
 allocated, so the CLI applies it at its start (whatever the backend: it only changes how host
 memory is reused); library users who want it call :func:`retain_host_memory` before their first
-JAX operation (the first :func:`jit` on the CPU applies the rest). The process then keeps its peak host memory instead of returning it between
-steps. ``RDFIA_JAX_HOST_MALLOC=system`` leaves the allocator alone.
+JAX operation (the first :func:`jit` on the CPU applies the rest). The process then keeps its
+peak host memory instead of returning it between steps. ``RDFIA_JAX_HOST_MALLOC=system`` leaves the allocator alone.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--clip-norm", type=float, default=None,
                    help="cap the gradient's global norm at this value before the momentum (default: no "
                    "clipping, the practical); every run logs the unclipped norm as grad_norm. "
-                   "Recommended: --lr-per-epoch --clip-norm 3 --ema-decay 0.999 (chosen by source- and domain-side rules "
-                   "fixed before their runs; benchmarks/RESULTS.md, section 3)")
+                   "Recommended: --lr-per-epoch --clip-norm 3 --ema-decay 0.999 (chosen by source- "
+                   "and domain-side rules fixed before their runs; benchmarks/RESULTS.md, section 3)")
     p.add_argument("--smoke", action="store_true",
                    help="quick pipeline check: small subsets, 1 epoch, small t-SNE (numbers meaningless)")
     p.add_argument("--out", default="runs/dann", help="output folder (default runs/dann); each run writes OUT/RUN[-settings]/seedN/, e.g. "

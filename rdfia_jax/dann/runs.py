@@ -245,7 +245,8 @@ def variant_name(name: str, spec: RunSpec, *, epochs: int, gamma: float, smoke: 
 
     ``dann`` with the defaults stays ``dann``; ``--gamma 10 --lr-per-epoch`` gives
     ``dann-gamma10-lr-per-epoch``, ``--input-norm per-domain`` ``dann-per-domain-norm``,
-    ``--ema-decay 0.999`` ``dann-ema0.999``, ``--clip-norm 5`` ``dann-clip5``, ``--epochs 100`` ``dann-100ep``, ``--smoke`` ``dann-smoke``.
+    ``--ema-decay 0.999`` ``dann-ema0.999``, ``--clip-norm 5`` ``dann-clip5``, ``--epochs 100``
+    ``dann-100ep``, ``--smoke`` ``dann-smoke``.
     """
     parts = [name]
     if gamma != 2.0:
