@@ -542,3 +542,49 @@ def test_damaged_npz_scene15_copy_raises(tmp_path, data_home, monkeypatch):
     npz.write_bytes(npz.read_bytes()[:200])
     with pytest.raises(RdfiaError, match="--force"):
         data.load_scene15(None, "train", progress=False)
+
+
+def test_map_batches_pads_once_and_trims():
+    import jax
+    import jax.numpy as jnp
+
+    from rdfia_jax.data.batching import map_batches
+
+    traces = []
+
+    @jax.jit
+    def fn(x, y):
+        traces.append(x.shape)
+        return {"sum": x.sum(axis=1) + y, "x2": x * 2}
+
+    x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    y = np.arange(7, dtype=np.float32)
+    out = map_batches(fn, (x, y), 3)
+    np.testing.assert_array_equal(out["sum"], x.sum(axis=1) + y)
+    np.testing.assert_array_equal(out["x2"], x * 2)
+    assert traces == [(3, 3)]  # one shape: the ragged last batch was padded
+    single = map_batches(jax.jit(lambda a: jnp.tanh(a)), x, 4)
+    np.testing.assert_allclose(single, np.tanh(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        map_batches(fn, (x, y), 0)
+    with pytest.raises(ValueError, match="disagree"):
+        map_batches(fn, (x, y[:3]), 3)
+
+
+def test_write_results_md_csv_json_roundtrip(tmp_path):
+    from rdfia_jax.errors import RdfiaError
+    from rdfia_jax.results import read_results, write_results
+
+    rows = [{"run": "a|b", "acc": 0.912345678, "n": 3}, {"run": "c", "acc": float("nan")}]
+    paths = write_results(rows, tmp_path, note="NOTE", footer="acc: test accuracy")
+    md = paths["md"].read_text()
+    assert md.startswith("NOTE\n\n| run | acc | n |") and "| a/b | 0.9123 | 3 |" in md and "| c | nan |  |" in md
+    assert md.rstrip().endswith("acc: test accuracy")
+    assert paths["csv"].read_text().splitlines() == ["run,acc,n", "a|b,0.9123,3", "c,nan,"]
+    back = read_results(tmp_path)
+    assert back[0] == {"run": "a|b", "acc": 0.912345678, "n": 3} and back[1]["acc"] == "nan"
+    with pytest.raises(RdfiaError, match="not in the table"):
+        write_results(rows, tmp_path, columns=["run"])
+    paths["json"].write_text("{broken")
+    with pytest.raises(RdfiaError, match="damaged"):
+        read_results(tmp_path)

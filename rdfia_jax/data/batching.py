@@ -7,7 +7,7 @@ with the same seed are shuffled independently.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -85,3 +85,56 @@ def iterate_batches(arrays: Sequence[np.ndarray] | Mapping[str, np.ndarray], bat
             if mask is not None:
                 batch = batch + (mask,)
         yield batch
+
+
+def map_batches(fn: Callable[..., Any], arrays: Any, batch_size: int, *, sharding: Any = None,
+                progress: Any = None) -> Any:
+    """Apply a jitted ``fn`` to a whole dataset in fixed-size batches; the one batched-inference loop.
+
+    Every call of ``fn`` sees the same shapes (the last batch is zero-padded), so it compiles once.
+    The next batch is dispatched before the previous result is fetched, so host and device overlap.
+
+    Args:
+      fn: ``fn(*batch) -> pytree of arrays`` whose leaves have the batch as leading axis.
+      arrays: one array or a tuple of arrays sharing their first dimension (e.g. images, labels).
+      batch_size: examples per call; with ``sharding`` it should divide evenly over its devices
+        (see :func:`rdfia_jax.parallel.shard_batch`).
+      sharding: optional ``jax.sharding.Sharding`` each batch is placed with (data parallelism).
+      progress: optional object with ``update(n)`` (e.g. :class:`rdfia_jax.progress.Progress`).
+    Returns:
+      The outputs' pytree with leaves concatenated over the dataset as NumPy arrays (padding dropped).
+    Raises:
+      ValueError: ``batch_size`` is not positive, or the arrays disagree on their first dimension.
+    """
+    import jax
+
+    single = not isinstance(arrays, (tuple, list))
+    arrays = (arrays,) if single else tuple(arrays)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = _leading_dim(arrays)
+    outs: list[Any] = []
+    pending = None
+
+    def fetch(item):
+        result, real = item
+        outs.append(jax.tree.map(lambda a: np.asarray(a)[:real], jax.device_get(result)))
+        if progress is not None:
+            progress.update(real)
+
+    for start in range(0, n, batch_size):
+        batch = [np.asarray(a[start:start + batch_size]) for a in arrays]
+        real = batch[0].shape[0]
+        if real < batch_size:
+            batch = [np.concatenate([b, np.zeros((batch_size - real,) + b.shape[1:], b.dtype)]) for b in batch]
+        if sharding is not None:
+            batch = [jax.device_put(b, sharding) for b in batch]
+        result = fn(*batch)
+        if pending is not None:
+            fetch(pending)
+        pending = (result, real)
+    if pending is not None:
+        fetch(pending)
+    if not outs:
+        raise ValueError("map_batches needs at least one example")
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
