@@ -32,11 +32,13 @@ peak host memory instead of returning it between steps. ``RDFIA_JAX_HOST_MALLOC=
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
 import os
 import sys
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -143,3 +145,43 @@ def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
     if fun is None:
         return functools.partial(jit, **jit_kwargs)
     return _LazyJit(fun, jit_kwargs)
+
+
+class TraceCounter:
+    """Counts the traces of the functions it wraps; the one way to check that a hot path compiles once.
+
+    A Python side effect inside a jitted function runs only while JAX traces it, so counting calls of
+    the wrapped Python function counts compilations (retraces), per name.
+
+    Example::
+
+        traces = TraceCounter()
+        step = xla.jit(traces.wrap(step_fn, "train_step"))
+        ...
+        traces.check("train_step")   # warns (does not raise) if it was traced more than once
+    """
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter = collections.Counter()
+
+    def wrap(self, fn: Callable, name: str | None = None) -> Callable:
+        """``fn`` counted under ``name`` (default: its ``__name__``) each time it is traced."""
+        key = name or getattr(fn, "__name__", "fn")
+
+        @functools.wraps(fn)
+        def counted(*args, **kwargs):
+            self.counts[key] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]
+
+    def check(self, name: str, expected: int = 1) -> bool:
+        """False (and a ``RuntimeWarning``) when ``name`` was traced more than ``expected`` times."""
+        if self.counts[name] > expected:
+            warnings.warn(f"{name} was traced {self.counts[name]} times (expected {expected}): every extra "
+                          "trace is a recompilation; please report it", RuntimeWarning, stacklevel=2)
+            return False
+        return True

@@ -129,3 +129,23 @@ def test_retained_host_memory_stops_the_dann_step_faulting_its_temporaries_back_
     assert results["system"][0] == "[]" and "M_MMAP_THRESHOLD" in results["retain"][0]
     assert results["system"][1] > 4000, results  # 38 MB / 4 KiB pages ~ 9,300
     assert results["retain"][1] < results["system"][1] / 4, results
+
+
+def test_trace_counter_counts_retraces_and_warns():
+    import warnings
+
+    import jax.numpy as jnp
+
+    from rdfia_jax import xla
+
+    traces = xla.TraceCounter()
+    f = xla.jit(traces.wrap(lambda x: x * 2, "double"))
+    f(jnp.ones(3))
+    f(jnp.ones(3))
+    assert traces["double"] == 1 and traces.check("double")
+    f(jnp.ones(4))  # a new shape: one retrace
+    assert traces["double"] == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not traces.check("double")
+    assert any("traced 2 times" in str(w.message) for w in caught)
