@@ -93,6 +93,22 @@ def test_convert_then_load_roundtrip_and_metadata(tmp_path, weights_dir):
     assert "in memory" in net2.weights_desc
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_converted_file_gets_the_umask_mode_not_0600(tmp_path, weights_dir, umask):
+    """safetensors re-creates its file 0600; a converted file in a shared folder must be readable
+    like any other file the user writes (0o666 less the umask)."""
+    import os
+    import stat
+
+    src = _write(tmp_path, "squeezenet1_1", "torchvision")
+    old = os.umask(umask)
+    try:
+        out = convert_file("squeezenet1_1", src)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
 def test_keras_weights_carry_caffe_preprocessing(tmp_path, weights_dir):
     src = _write(tmp_path, "vgg16", "keras", name="vgg16_weights_tf_dim_ordering_tf_kernels.h5")
     convert_file("vgg16", src)
