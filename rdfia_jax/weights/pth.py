@@ -239,8 +239,8 @@ def _tensor_to_array(t: _LazyTensor, path: Path) -> np.ndarray:
     if n == 0:
         arr = np.zeros(t.size, dtype=data.dtype)
     elif t.stride == _contiguous_strides(t.size):
-        # the common case (every tensor of a state dict): a reshaped slice, no copy -- halves
-        # peak memory on a 528 MB file. Views of one storage may alias; nothing here writes.
+        # the common case (every tensor of a state dict): a reshaped slice, no copy, so a file
+        # needs its size in memory once, not twice. Views of one storage may alias; nothing writes.
         arr = data[start:start + n].reshape(t.size)
     else:
         arr = np.lib.stride_tricks.as_strided(
