@@ -234,7 +234,7 @@ def test_keras_notop_file_is_missing_the_classifier(tmp_path, weights_dir):
         convert_file("vgg16", path)
 
 
-@pytest.mark.parametrize("layout", ["keras3-sequential", "keras3-functional", "keras2.13"])
+@pytest.mark.parametrize("layout", ["keras3-sequential", "keras3-functional", "keras2.13", "keras3-archive"])
 def test_keras3_weights_h5_converts_like_the_published_keras2_file(tmp_path, weights_dir, capsys, layout):
     """Keras 3's save_weights names layer groups by class and rank (conv2d, ..., dense_2), not by
     layer name: mapped by position, the conversion equals the published Keras 2 file's, array for
@@ -245,14 +245,15 @@ def test_keras3_weights_h5_converts_like_the_published_keras2_file(tmp_path, wei
     ref = convert(read_source(write_source_file(tmp_path / "k2.h5", "keras", t)), "vgg16")
     path = write_source_file(tmp_path / "vgg16.weights.h5", "keras", t, layout=layout)
     src = read_source(path)
-    assert src.file_format == "h5-keras3" and "conv2d_12/kernel" in src.tensors
+    fmt = "keras" if layout == "keras3-archive" else "h5-keras3"
+    assert src.file_format == fmt and "conv2d_12/kernel" in src.tensors
     got = convert(src, "vgg16")
     assert got.keys() == ref.keys()
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
     assert cli.main(["weights", "convert", "vgg16", str(path)]) == 0, capsys.readouterr().err
     info = read_info(converted_path("vgg16", "keras"))
-    assert info.source == "keras" and info.source_format == "h5-keras3"
+    assert info.source == "keras" and info.source_format == fmt
     assert info.preprocessing.name == "caffe"
 
 

@@ -144,6 +144,22 @@ def write_keras3_weights_h5(path: str | os.PathLike, tensors: dict[str, np.ndarr
                 o.create_dataset(str(i), data=m)
 
 
+def write_keras3_archive(path: str | os.PathLike, tensors: dict[str, np.ndarray], **kwargs) -> None:
+    """Keras 3 ``model.save("x.keras")``: a stored (uncompressed) zip of ``metadata.json``,
+    ``config.json`` and ``model.weights.h5`` in :func:`write_keras3_weights_h5`'s layout."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    h5 = path.with_name(path.name + ".weights.h5")
+    write_keras3_weights_h5(h5, tensors, **kwargs)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.6.0", "date_saved": "2026-11-30@00:00:00"}))
+        zf.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"name": "sequential"}}))
+        zf.writestr("model.weights.h5", h5.read_bytes())
+    h5.unlink()
+
+
 def write_source_file(path: str | os.PathLike, source: str, tensors: dict[str, np.ndarray], *,
                       layout: str = "legacy") -> Path:
     """Write ``tensors`` as the published file of ``source`` would be laid out.
@@ -154,7 +170,7 @@ def write_source_file(path: str | os.PathLike, source: str, tensors: dict[str, n
       tensors: source-named arrays (see :func:`random_source_tensors`).
       layout: for torchvision: "legacy" (2017 files: pre-zip, ``_rebuild_tensor``) or "zip"; for
         keras: "keras3-sequential", "keras3-functional" or "keras2.13" (:func:`write_keras3_weights_h5`),
-        anything else the published Keras 2 layout.
+        "keras3-archive" (:func:`write_keras3_archive`), anything else the published Keras 2 layout.
     """
     path = Path(path)
     if source == "torchvision":
@@ -163,6 +179,8 @@ def write_source_file(path: str | os.PathLike, source: str, tensors: dict[str, n
         from safetensors.numpy import save_file
 
         save_file(tensors, str(path), metadata={"format": "pt"})
+    elif source == "keras" and layout == "keras3-archive":
+        write_keras3_archive(path, tensors)
     elif source == "keras" and layout in ("keras3-sequential", "keras3-functional", "keras2.13"):
         write_keras3_weights_h5(
             path, tensors, model="functional" if layout == "keras3-functional" else "sequential",

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
+
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
@@ -27,6 +31,7 @@ from rdfia_jax.weights.pth import read_pth
 ParamPath = tuple[str, ...]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # the weights inside a Keras 3 ``model.save("x.keras")``
 
 
 @dataclasses.dataclass
@@ -53,7 +58,8 @@ class SourceWeights:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """"pth-zip", "pth-legacy", "safetensors" or "h5", from the file's first bytes (not its name)."""
+    """"pth-zip", "pth-legacy", "safetensors", "h5" or "keras" (a Keras 3 ``.keras`` archive), from
+    the file's content (not its name)."""
     path = Path(path)
     if not path.is_file():
         raise RdfiaError(f"{path}: no such file")
@@ -64,6 +70,12 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(_HDF5_SIGNATURE):
         return "h5"
     if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if _KERAS_ARCHIVE_WEIGHTS in zf.namelist():
+                    return "keras"
+        except (zipfile.BadZipFile, OSError):
+            pass  # the .pth reader says what is wrong with it
         return "pth-zip"
     if head.startswith(b"\x80") or head.startswith(b"\x8a"):  # a pickle (PROTO opcode / raw LONG1)
         return "pth-legacy"
@@ -78,7 +90,8 @@ def read_source(path: str | os.PathLike) -> SourceWeights:
     """Read any supported published weight file into a :class:`SourceWeights`.
 
     Args:
-      path: a torchvision ``.pth`` (legacy or zip), timm ``model.safetensors`` or Keras ``.h5``.
+      path: a torchvision ``.pth`` (legacy or zip), timm ``model.safetensors``, Keras ``.h5``, Keras 3
+        ``.weights.h5`` or ``.keras``.
     Returns:
       The file's tensors with their own names (``source`` is guessed from the format; for
       safetensors it is "timm").
@@ -93,6 +106,13 @@ def read_source(path: str | os.PathLike) -> SourceWeights:
         return SourceWeights(path, "torchvision", fmt, tensors)
     if fmt == "safetensors":
         return SourceWeights(path, "timm", fmt, _read_safetensors(path))
+    if fmt == "keras":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                h5 = io.BytesIO(zf.read(_KERAS_ARCHIVE_WEIGHTS))
+        except (zipfile.BadZipFile, OSError, zlib.error, ValueError) as err:
+            raise RdfiaError(f"{path}: truncated or corrupt .keras archive ({err})") from None
+        return SourceWeights(path, "keras", fmt, *_read_keras_h5(path, h5))
     tensors, stored_as = _read_keras_h5(path)
     return SourceWeights(path, "keras", "h5-keras3" if stored_as else fmt, tensors, stored_as)
 
@@ -121,7 +141,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise RdfiaError(f"{path}: truncated or corrupt safetensors file ({err})") from None
 
 
-def _read_keras_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _read_keras_h5(path: Path, fileobj=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, their dataset paths if Keras 3) from the Keras 2 ``save_weights`` layout (also
     inside a full-model ``model_weights`` group) or the Keras 3 ``.weights.h5`` layout
     (``layers/<group>/vars/<i>``; ``_layer_checkpoint_dependencies/...`` in Keras 2.13-2.15), whose
@@ -132,7 +152,7 @@ def _read_keras_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     stored_as: dict[str, str] = {}
     keras3 = False
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(fileobj or path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
             layers = next((root[k] for k in ("layers", "_layer_checkpoint_dependencies")
                            if isinstance(root.get(k), h5py.Group)), None)
@@ -242,7 +262,7 @@ def keras3_group_names(model: str) -> dict[str, str]:
 def with_published_names(src: SourceWeights, model: str) -> SourceWeights:
     """``src`` with Keras 3 group names (``conv2d/kernel``) renamed to the published Keras names
     (``block1_conv1/kernel``); ``src`` itself for other files. RdfiaError: groups not ``model``'s."""
-    if src.file_format != "h5-keras3" or (model, "keras") not in LAYOUTS:
+    if src.source != "keras" or not src.stored_as or (model, "keras") not in LAYOUTS:
         return src
     names = keras3_group_names(model)
     groups = {k.split("/")[0] for k in src.tensors}
