@@ -16,6 +16,17 @@ def _umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file (``0o666`` less the umask)."""
+    return 0o666 & ~_umask()
+
+
+def give_default_mode(path: str | os.PathLike) -> None:
+    """Reset ``path`` to :func:`default_file_mode`: for writers (e.g. safetensors) that create 0600
+    files, which others sharing the folder could not read."""
+    os.chmod(path, default_file_mode())
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; move it into place only if the block succeeds.
@@ -37,7 +48,7 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+        give_default_mode(tmp)  # mkstemp creates 0600
     try:
         yield tmp
         if is_dir and final.exists():

@@ -1,33 +1,19 @@
 """``jax.jit`` with the compile options that make the library's hot paths fast on CPU.
 
-XLA:CPU compiles convolutions to its own (Eigen) kernels by default. Recent XLA releases can hand
-dots and convolutions to YNNPACK instead (``xla_cpu_experimental_ynn_fusion_type``), which on the
-2-core AVX-512 machine we measured is 2-4x faster on small convolutions and their gradients
-(DANN's 5x5 convolution block: 212 -> 60 ms forward + backward at batch 128; the whole DANN step
-209 -> 112 ms; see ``benchmarks/RESULTS.md``). The option is experimental and not every jaxlib
-has it, so it is *probed* once per process with a tiny compilation and used only when the default
-backend is the CPU and the probe compiles; anywhere else :func:`jit` is exactly ``jax.jit``.
+XLA:CPU compiles convolutions to its own (Eigen) kernels by default; recent XLA releases can hand
+dots and convolutions to YNNPACK instead (``xla_cpu_experimental_ynn_fusion_type``), several times
+faster on small convolutions and their gradients (measurements: ``benchmarks/RESULTS.md``). The
+option is experimental and not in every jaxlib, so it is *probed* once per process and used only
+when the default backend is the CPU; anywhere else :func:`jit` is exactly ``jax.jit``.
+``RDFIA_JAX_CPU_KERNELS=xla`` keeps XLA's default kernels.
 
-Why per-function compile options rather than ``XLA_FLAGS``: an unknown flag in ``XLA_FLAGS``
-aborts the whole process (a fatal check in flag parsing), and the variable must be set before JAX
-starts its backend; a per-compilation option fails softly (the probe catches it) and touches only
-the functions the library compiles.
+Per-function compile options rather than ``XLA_FLAGS``: an unknown flag in ``XLA_FLAGS`` aborts the
+process and must be set before JAX starts; a per-compilation option fails softly (the probe catches
+it) and touches only the functions the library compiles.
 
-Set ``RDFIA_JAX_CPU_KERNELS=xla`` to keep XLA's default kernels (e.g. to compare, or should a
-jaxlib's YNNPACK path misbehave).
-
-The host allocator (:func:`retain_host_memory`): XLA:CPU takes each execution's temporaries as
-one block from ``malloc`` (38 MB for the DANN step), on a runtime thread. glibc serves blocks that
-large with ``mmap`` (above its 32 MB ceiling, or above the 64 MB heap of a thread's own arena) and
-unmaps them at ``free``, so every step faults its temporaries back in as fresh zeroed pages
-(``getrusage``: DANN 9,400 faults a step, DCGAN 13,300, cDCGAN 84,000-100,000). The library asks
-glibc (``mallopt``) to keep blocks below 1 GiB in its heaps, never trim them, and use one arena for
-all threads: DANN 9,400 -> 400-1,500 faults a step and its step about 15 % faster, DCGAN 13,300 ->
-17-1,400 (``benchmarks/RESULTS.md``). The one-arena setting only reaches threads that have not yet
-allocated, so the CLI applies it at its start (whatever the backend: it only changes how host
-memory is reused); library users who want it call :func:`retain_host_memory` before their first
-JAX operation (the first :func:`jit` on the CPU applies the rest). The process then keeps its
-peak host memory instead of returning it between steps. ``RDFIA_JAX_HOST_MALLOC=system`` leaves the allocator alone.
+:func:`retain_host_memory` (glibc ``mallopt``) stops XLA:CPU's per-execution temporaries from being
+unmapped and faulted back in every step. It changes process-wide state, so only the CLI entry point
+applies it; API users who want it call it themselves before their first JAX operation.
 """
 
 from __future__ import annotations
@@ -84,7 +70,14 @@ HOST_MALLOC_SETTINGS = {"M_ARENA_MAX": (_M_ARENA_MAX, 1),
 def retain_host_memory() -> dict[str, int]:
     """Asks glibc's ``malloc`` to keep large freed blocks for reuse (once per process).
 
-    Why: see the module docstring (page faults on XLA:CPU's per-execution temporaries).
+    XLA:CPU takes each execution's temporaries as one large ``malloc`` block on a runtime thread;
+    glibc serves such blocks with ``mmap`` and unmaps them at ``free``, so every step faults them
+    back in as fresh pages. These settings (:data:`HOST_MALLOC_SETTINGS`: one arena, blocks below
+    1 GiB from the heap, no trimming) keep them; the process then holds its peak host memory.
+    A process-wide change: the ``rdfia-jax`` CLI applies it at its start; library users call it
+    first thing (the one-arena setting reaches only threads that have not allocated yet). No library
+    function calls it. ``RDFIA_JAX_HOST_MALLOC=system`` makes it a no-op. Page-fault counts and step
+    times: ``benchmarks/RESULTS.md``.
 
     Returns:
       The ``mallopt`` settings applied (name -> value); empty when ``RDFIA_JAX_HOST_MALLOC=system``,
@@ -119,8 +112,6 @@ class _LazyJit:
 
     def _get(self) -> Callable:
         if self._jitted is None:
-            if jax.default_backend() == "cpu":
-                retain_host_memory()
             self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._jit_kwargs)
         return self._jitted
 

@@ -21,7 +21,7 @@ from rdfia_jax.weights import (PUBLISHED, convert_file, converted_path, load_net
                                read_info)
 from rdfia_jax.weights.fetch import fetch
 from rdfia_jax.weights.published import PublishedFile
-from rdfia_jax.weights.testing import random_source_tensors, write_keras_h5, write_source_file
+from weight_files import random_source_tensors, write_keras_h5, write_source_file
 
 W = 1.0 / 16
 
@@ -91,6 +91,22 @@ def test_convert_then_load_roundtrip_and_metadata(tmp_path, weights_dir):
     # a published file can also be given directly (converted in memory)
     net2 = load_network("squeezenet1_1", src)
     assert "in memory" in net2.weights_desc
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_converted_file_gets_the_umask_mode_not_0600(tmp_path, weights_dir, umask):
+    """safetensors re-creates its file 0600; a converted file in a shared folder must be readable
+    like any other file the user writes (0o666 less the umask)."""
+    import os
+    import stat
+
+    src = _write(tmp_path, "squeezenet1_1", "torchvision")
+    old = os.umask(umask)
+    try:
+        out = convert_file("squeezenet1_1", src)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
 
 
 def test_keras_weights_carry_caffe_preprocessing(tmp_path, weights_dir):
@@ -218,8 +234,55 @@ def test_keras_notop_file_is_missing_the_classifier(tmp_path, weights_dir):
         convert_file("vgg16", path)
 
 
+@pytest.mark.parametrize("layout", ["keras3-sequential", "keras3-functional", "keras2.13", "keras3-archive"])
+def test_keras3_weights_h5_converts_like_the_published_keras2_file(tmp_path, weights_dir, capsys, layout):
+    """Keras 3's save_weights names layer groups by class and rank (conv2d, ..., dense_2), not by
+    layer name: mapped by position, the conversion equals the published Keras 2 file's, array for
+    array (logit parity: test_weights_parity)."""
+    from rdfia_jax.weights.sources import convert, read_source
+
+    t = _tensors("vgg16", "keras")
+    ref = convert(read_source(write_source_file(tmp_path / "k2.h5", "keras", t)), "vgg16")
+    path = write_source_file(tmp_path / "vgg16.weights.h5", "keras", t, layout=layout)
+    src = read_source(path)
+    fmt = "keras" if layout == "keras3-archive" else "h5-keras3"
+    assert src.file_format == fmt and "conv2d_12/kernel" in src.tensors
+    got = convert(src, "vgg16")
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    assert cli.main(["weights", "convert", "vgg16", str(path)]) == 0, capsys.readouterr().err
+    info = read_info(converted_path("vgg16", "keras"))
+    assert info.source == "keras" and info.source_format == fmt
+    assert info.preprocessing.name == "caffe"
+
+
+def test_keras3_file_errors_name_the_stored_datasets(tmp_path, weights_dir):
+    import h5py
+
+    t = dict(_tensors("vgg16", "keras"))
+    t["block2_conv1/kernel"] = t["block2_conv1/kernel"][..., :5].copy()
+    path = write_source_file(tmp_path / "bad.weights.h5", "keras", t, layout="keras3-sequential")
+    with pytest.raises(RdfiaError, match=r"block2_conv1/bias \(stored as /layers/conv2d_2/vars/1\)"
+                                         r"' has shape \(8,\); expected \(5,\)"):
+        convert_file("vgg16", path)
+    extra = write_source_file(tmp_path / "extra.weights.h5", "keras", _tensors("vgg16", "keras"),
+                              layout="keras3-sequential")
+    with h5py.File(extra, "a") as f:  # a 14th Conv2D: not a VGG16, must not be mapped by position
+        f["layers/conv2d_13/vars/0"] = np.zeros((3, 3, 32, 32), np.float32)
+        f["layers/conv2d_13/vars/1"] = np.zeros(32, np.float32)
+    with pytest.raises(RdfiaError, match=r"weighted layers .*'conv2d_13'.* are not those of a Keras vgg16"):
+        convert_file("vgg16", extra)
+    notop = write_source_file(tmp_path / "notop.weights.h5", "keras",
+                              {k: v for k, v in _tensors("vgg16", "keras").items() if k.startswith("block")},
+                              layout="keras3-functional")
+    with pytest.raises(RdfiaError, match=r"6 missing \(e.g. fc1/bias"):
+        convert_file("vgg16", notop)
+    assert not converted_path("vgg16", "keras").exists()
+
+
 def test_hostile_pth_through_convert_and_cli(tmp_path, weights_dir, capsys):
-    from rdfia_jax.weights.pth import PickleWriter, save_pth
+    from pth_writer import PickleWriter, save_pth
 
     sentinel = tmp_path / "PWNED"
     payload = PickleWriter().glob("os", "system").obj((f"touch {sentinel}",)).raw(b"R").finish()
@@ -380,7 +443,7 @@ def test_cli_eval_on_a_tiny_folder(tmp_path, weights_dir, capsys):
 
 
 def test_state_dict_wrapped_or_prefixed_is_accepted(tmp_path, weights_dir):
-    from rdfia_jax.weights.pth import save_pth
+    from pth_writer import save_pth
 
     t = _tensors("squeezenet1_1", "torchvision")
     prefixed = tmp_path / "dataparallel.pth"

@@ -18,7 +18,7 @@ import pytest
 from rdfia_jax import models
 from rdfia_jax.weights import convert_file, load_network
 from rdfia_jax.weights.sources import convert, read_source
-from rdfia_jax.weights.testing import random_source_tensors, write_source_file
+from weight_files import random_source_tensors, write_source_file
 
 WIDTH = 1.0 / 16
 TOL = 1e-4
@@ -222,6 +222,9 @@ CASES = [
      [(224, 224), (97, 131), (257, 300)]),
     ("vgg16", "keras", None, ["conv1_1", "conv3_2", "pool5", "avgpool", "fc6", "fc7"], "fc8",
      [(224, 224), (97, 131)]),
+    # Keras 3 model.save_weights: layers grouped by class and rank (conv2d, ..., dense_2)
+    ("vgg16", "keras", "keras3-sequential", ["conv1_1", "conv3_2", "conv5_3", "fc6", "fc7"], "fc8", [(224, 224)]),
+    ("vgg16", "keras", "keras3-functional", ["conv1_2", "conv4_1", "fc6"], "fc8", [(97, 131)]),
     ("alexnet", "torchvision", "legacy", ["conv1", "pool1", "conv3", "pool5", "avgpool", "fc6", "fc7"], "fc8",
      [(224, 224), (127, 200), (300, 257)]),
     ("alexnet", "torchvision", "zip", ["conv1", "pool5", "fc6"], "fc8", [(127, 200)]),

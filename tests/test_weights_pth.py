@@ -9,8 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from pth_writer import PickleWriter, TensorSpec, save_pth
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.weights.pth import PickleWriter, TensorSpec, read_pth, save_pth
+from rdfia_jax.weights.pth import read_pth
 
 LAYOUTS = ["legacy", "zip"]
 

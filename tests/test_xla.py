@@ -113,6 +113,22 @@ def test_host_malloc_opt_out_and_bad_value():
             {name: value for name, (_, value) in xla.HOST_MALLOC_SETTINGS.items()})
 
 
+def test_only_the_cli_changes_the_host_allocator():
+    """A library call changes no process-wide state: compiling and running through xla.jit on the
+    CPU leaves malloc alone; the CLI entry point applies the settings before its command runs."""
+    library = ("import jax.numpy as jnp\nfrom rdfia_jax import xla\n"
+               "print(float(xla.jit(lambda x: x * 2)(jnp.ones(3)).sum()), "
+               "xla.retain_host_memory.cache_info().currsize)")
+    out = _run_malloc(library, "retain")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["6.0", "0"]
+    through_cli = ("from rdfia_jax import cli, xla\nstatus = cli.main(['weights', 'list'])\n"
+                   "print(status, xla.retain_host_memory.cache_info().currsize)")
+    out = _run_malloc(through_cli, "retain")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 1"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
                     reason="the allocator settings are glibc's")

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = wsub.add_parser("convert", help="convert a published weight file you already have",
                         description="Convert a torchvision .pth (legacy or zip), a timm "
-                                    "model.safetensors or a Keras .h5 file; the format is detected "
+                                    "model.safetensors, a Keras .h5, or a Keras 3 .weights.h5 "
+                                    "or .keras file; the format is detected "
                                     "from the content. Pickles are read with a restricted "
                                     "unpickler: nothing in the file is executed.")
     p.add_argument("model", metavar="MODEL", help="vgg16, alexnet or squeezenet1_1")

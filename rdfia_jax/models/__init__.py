@@ -105,10 +105,9 @@ def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jnp.ndarray, capture: t
     return nnx.merge(graphdef, state)(x, capture=capture, dropout_key=dropout_key)
 
 
-#: Images per sequential chunk when a model runs a large batch on the CPU (see :func:`forward_chunked`).
-#: Measured on the 2-core development machine (jax 0.10.2, float32): VGG16 at 224x224 takes 216 ms
-#: per image at batch 1, 463 at batch 8 and 253 at batch 16, and 219 ms per image for a batch of 8
-#: run as 8 chunks of 1; AlexNet is the other way round (10 ms per image at batch 32, 24 in chunks of 1).
+#: Images per sequential chunk when a model runs a large batch on the CPU (see :func:`forward_chunked`):
+#: XLA:CPU's VGG16 costs more per image at batch 2-16 than one image at a time; AlexNet is the other
+#: way round, so it is not chunked. Measurements: ``benchmarks/RESULTS.md`` (change 3).
 CPU_CHUNK = {"vgg16": 1}
 
 

@@ -1,12 +1,11 @@
 """Per-channel sums as matrix products: bias and BatchNorm layers whose gradients are fast on CPU.
 
 XLA:CPU lowers a large reduction over the batch and spatial axes (a conv bias gradient, BatchNorm's
-statistics and their gradients) to chains of ``reduce-window`` that run far below memory speed: on
-the 2-core development machine, summing a (128, 28, 28, 32) activation per channel takes 8.6 ms as
-a reduction and 1.4 ms as ``ones @ x.reshape(-1, 32)``. Profiles of the training steps showed these
-reductions at about a quarter of the DCGAN step and a fifth of the DANN step. Autodiff creates most
-of them (the transpose of a broadcast is a reduction), so the layers below define their own VJPs
-with every per-channel sum written as a matrix-vector product.
+statistics and their gradients) to chains of ``reduce-window`` that run far below memory speed and
+take a large share of the DCGAN and DANN steps; ``ones @ x.reshape(-1, C)`` is several times faster
+(measurements: ``benchmarks/RESULTS.md``, change 2). Autodiff creates most of these reductions (the
+transpose of a broadcast is a reduction), so the layers below define their own VJPs with every
+per-channel sum written as a matrix-vector product.
 
 The results equal the plain formulations up to float rounding (tests compare values and gradients,
 and run ``check_grads`` in float64). On accelerators a matrix-vector product with ones is as cheap

@@ -1,10 +1,10 @@
 """VGG16, AlexNet and SqueezeNet 1.1 in Flax NNX (NHWC), with torchvision's exact semantics.
 
 One contract for every model: ``module(x, capture=(), dropout_key=None, perturb=None) -> (logits,
-acts)`` where ``x`` is a normalized NHWC float batch, ``capture`` names the intermediate activations to
-return (``"all"`` for every one), ``acts`` maps those names to arrays, and ``perturb`` maps names to
-arrays added to those activations (zeros whose gradient is the gradient w.r.t. the activation). Feature extraction, saliency,
-Grad-CAM and feature visualization all read from this one place.
+acts)`` where ``x`` is a normalized NHWC float batch, ``capture`` names the intermediate activations
+to return (``"all"`` for every one), ``acts`` maps those names to arrays, and ``perturb`` maps names
+to arrays added to those activations (zeros whose gradient is the gradient w.r.t. the activation).
+Feature extraction, saliency, Grad-CAM and feature visualization all read from this one place.
 
 Dropout is off unless a ``dropout_key`` is given (torchvision's eval mode is the default), which keeps
 the forward pass a pure function of (parameters, inputs).

@@ -3,7 +3,8 @@
 * :func:`load_network` -- the one entry point every section uses: a :class:`~rdfia_jax.models.Network`
   with converted weights (and their preprocessing), or random weights on request.
 * :func:`convert_file` -- read a published file (torchvision ``.pth`` legacy/zip, timm safetensors,
-  Keras ``.h5``) without torch, map it onto our parameter tree, write the converted safetensors.
+  Keras 2 ``.h5`` or Keras 3 ``.weights.h5``) without torch, map it onto our parameter tree, write
+  the converted safetensors.
 * Converted files live in ``paths.weights_dir()`` as ``<model>.safetensors`` (torchvision, the
   default) or ``<model>-<source>.safetensors`` (timm, keras); see ``store`` for the format.
 
@@ -27,7 +28,7 @@ from rdfia_jax.weights.published import (PUBLISHED, SOURCES, PublishedFile, conv
                                          published)
 from rdfia_jax.weights.sources import (PREPROCESSING, SourceWeights, convert, detect_format,
                                        infer_config, read_source, resolve_source,
-                                       source_names)
+                                       source_names, with_published_names)
 from rdfia_jax.weights.store import (ConvertedInfo, read_converted, read_info, sha256_file,
                                      write_converted)
 
@@ -129,8 +130,9 @@ def _check_model_shapes(model: str, params: dict[ParamPath, np.ndarray], config:
         spec = v.get_value()
         got = params[p].shape
         if tuple(got) != tuple(spec.shape):
+            name = src.label(names[p]) if p in names else ".".join(p)
             raise RdfiaError(
-                f"{src.path}: tensor {names.get(p, '.'.join(p))!r} converts to shape {tuple(got)} "
+                f"{src.path}: tensor {name!r} converts to shape {tuple(got)} "
                 f"but {model} (width {config['width']}, {config['num_classes']} classes) needs "
                 f"{tuple(spec.shape)} for {'.'.join(p)}: wrong shapes or wrong model for this file")
 
@@ -141,6 +143,7 @@ def convert_source(model: str, file: str | os.PathLike, *, source: str | None = 
     model = _models().canonical_name(model)
     src = read_source(file)
     used = resolve_source(src, model, source)
+    src = with_published_names(src, model)
     params = convert(src, model, used)
     config = infer_config(model, params)
     _check_model_shapes(model, params, config, src, used)

@@ -13,10 +13,15 @@ and how its layout changes:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import io
 import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
+
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
@@ -26,6 +31,7 @@ from rdfia_jax.weights.pth import read_pth
 ParamPath = tuple[str, ...]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # the weights inside a Keras 3 ``model.save("x.keras")``
 
 
 @dataclasses.dataclass
@@ -35,18 +41,25 @@ class SourceWeights:
     Attributes:
       path: the file read.
       source: "torchvision", "timm" or "keras" (the naming/layout convention).
-      file_format: e.g. "pth-legacy", "pth-zip", "safetensors", "h5".
+      file_format: e.g. "pth-legacy", "pth-zip", "safetensors", "h5", "h5-keras3".
       tensors: name -> array (Keras names are "layer/kernel" and "layer/bias").
+      stored_as: tensor name -> where the file holds it, for tensors renamed after reading (Keras 3).
     """
 
     path: Path
     source: str
     file_format: str
     tensors: dict[str, np.ndarray]
+    stored_as: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def label(self, name: str) -> str:
+        """``name`` for messages, with the file's own name for it when they differ."""
+        return f"{name} (stored as {self.stored_as[name]})" if name in self.stored_as else name
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """"pth-zip", "pth-legacy", "safetensors" or "h5", from the file's first bytes (not its name)."""
+    """"pth-zip", "pth-legacy", "safetensors", "h5" or "keras" (a Keras 3 ``.keras`` archive), from
+    the file's content (not its name)."""
     path = Path(path)
     if not path.is_file():
         raise RdfiaError(f"{path}: no such file")
@@ -57,6 +70,12 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(_HDF5_SIGNATURE):
         return "h5"
     if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if _KERAS_ARCHIVE_WEIGHTS in zf.namelist():
+                    return "keras"
+        except (zipfile.BadZipFile, OSError):
+            pass  # the .pth reader says what is wrong with it
         return "pth-zip"
     if head.startswith(b"\x80") or head.startswith(b"\x8a"):  # a pickle (PROTO opcode / raw LONG1)
         return "pth-legacy"
@@ -71,7 +90,8 @@ def read_source(path: str | os.PathLike) -> SourceWeights:
     """Read any supported published weight file into a :class:`SourceWeights`.
 
     Args:
-      path: a torchvision ``.pth`` (legacy or zip), timm ``model.safetensors`` or Keras ``.h5``.
+      path: a torchvision ``.pth`` (legacy or zip), timm ``model.safetensors``, Keras ``.h5``, Keras 3
+        ``.weights.h5`` or ``.keras``.
     Returns:
       The file's tensors with their own names (``source`` is guessed from the format; for
       safetensors it is "timm").
@@ -86,7 +106,15 @@ def read_source(path: str | os.PathLike) -> SourceWeights:
         return SourceWeights(path, "torchvision", fmt, tensors)
     if fmt == "safetensors":
         return SourceWeights(path, "timm", fmt, _read_safetensors(path))
-    return SourceWeights(path, "keras", fmt, _read_keras_h5(path))
+    if fmt == "keras":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                h5 = io.BytesIO(zf.read(_KERAS_ARCHIVE_WEIGHTS))
+        except (zipfile.BadZipFile, OSError, zlib.error, ValueError) as err:
+            raise RdfiaError(f"{path}: truncated or corrupt .keras archive ({err})") from None
+        return SourceWeights(path, "keras", fmt, *_read_keras_h5(path, h5))
+    tensors, stored_as = _read_keras_h5(path)
+    return SourceWeights(path, "keras", "h5-keras3" if stored_as else fmt, tensors, stored_as)
 
 
 def _state_dict_from(obj, path: Path) -> dict[str, np.ndarray]:
@@ -113,20 +141,27 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise RdfiaError(f"{path}: truncated or corrupt safetensors file ({err})") from None
 
 
-def _read_keras_h5(path: Path) -> dict[str, np.ndarray]:
-    """Keras 2 ``save_weights`` layout (also inside a full-model ``model_weights`` group) or the
-    Keras 3 ``.weights.h5`` layout (``layers/<name>/vars/<i>``)."""
+def _read_keras_h5(path: Path, fileobj=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, their dataset paths if Keras 3) from the Keras 2 ``save_weights`` layout (also
+    inside a full-model ``model_weights`` group) or the Keras 3 ``.weights.h5`` layout
+    (``layers/<group>/vars/<i>``; ``_layer_checkpoint_dependencies/...`` in Keras 2.13-2.15), whose
+    group names :func:`with_published_names` maps."""
     import h5py
 
     out: dict[str, np.ndarray] = {}
+    stored_as: dict[str, str] = {}
+    keras3 = False
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(fileobj or path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
+            layers = next((root[k] for k in ("layers", "_layer_checkpoint_dependencies")
+                           if isinstance(root.get(k), h5py.Group)), None)
             if "layer_names" in root.attrs:
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs["layer_names"]]
                 groups = [(n, root[n]) for n in names]
-            elif "layers" in root and isinstance(root["layers"], h5py.Group):  # Keras 3
-                groups = [(n, g) for n, g in root["layers"].items()]
+            elif layers is not None:  # Keras 3; optimizer/, vars/ (the model's own) are not weights
+                keras3 = True
+                groups = [(n, g) for n, g in layers.items()]
             else:
                 groups = [(n, g) for n, g in root.items() if isinstance(g, h5py.Group)]
             for name, group in groups:
@@ -141,13 +176,15 @@ def _read_keras_h5(path: Path) -> dict[str, np.ndarray]:
                                      "kernel and one bias")
                 out[f"{name}/kernel"] = np.asarray(kernels[0][()])
                 out[f"{name}/bias"] = np.asarray(biases[0][()])
+                if keras3:
+                    stored_as[f"{name}/kernel"], stored_as[f"{name}/bias"] = kernels[0].name, biases[0].name
     except RdfiaError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise RdfiaError(f"{path}: truncated or corrupt HDF5 file ({err})") from None
     if not out:
         raise RdfiaError(f"{path}: no Keras layer weights found in this HDF5 file")
-    return out
+    return out, stored_as
 
 
 def _layer_datasets(group, h5py) -> list:
@@ -203,6 +240,42 @@ _FC6_GRID = {"vgg16": 7, "alexnet": 6}
 
 PREPROCESSING: dict[str, Preprocessing] = {"torchvision": TORCHVISION, "timm": TORCHVISION,
                                            "keras": CAFFE}
+
+
+# Keras 3 saving_lib (``_save_container_state``) names a layer's group after its class and its rank
+# among the model's layers of that class (``conv2d``, ``conv2d_1``, ..., ``dense_2``), never after
+# the layer's name; Keras itself loads by these positions, so the mapping does too.
+_KERAS3_CLASS = {"keras_conv": "conv2d", "keras_dense": "dense"}
+
+
+def keras3_group_names(model: str) -> dict[str, str]:
+    """Keras 3 ``.weights.h5`` group name -> published Keras layer name, for ``model``'s layout."""
+    rank: collections.Counter = collections.Counter()
+    out = {}
+    for _, prefix, kind in LAYOUTS[(model, "keras")]:
+        cls = _KERAS3_CLASS[kind]
+        out[f"{cls}_{rank[cls]}" if rank[cls] else cls] = prefix
+        rank[cls] += 1
+    return out
+
+
+def with_published_names(src: SourceWeights, model: str) -> SourceWeights:
+    """``src`` with Keras 3 group names (``conv2d/kernel``) renamed to the published Keras names
+    (``block1_conv1/kernel``); ``src`` itself for other files. RdfiaError: groups not ``model``'s."""
+    if src.source != "keras" or not src.stored_as or (model, "keras") not in LAYOUTS:
+        return src
+    names = keras3_group_names(model)
+    groups = {k.split("/")[0] for k in src.tensors}
+    if groups <= set(names.values()):
+        return src  # renamed already
+    if not groups <= names.keys():
+        raise RdfiaError(f"{src.path}: a Keras 3 weights file whose weighted layers {sorted(groups)} "
+                         f"are not those of a Keras {model} ({', '.join(names)}; Keras names "
+                         "them by class and position): wrong model for this file")
+    renamed = {key: f"{names[key.split('/')[0]]}/{key.split('/')[1]}" for key in src.tensors}
+    return dataclasses.replace(
+        src, tensors={renamed[k]: v for k, v in src.tensors.items()},
+        stored_as={renamed[k]: v for k, v in src.stored_as.items()})
 
 
 def expected_keys(model: str, source: str) -> set[str]:
@@ -285,7 +358,7 @@ def _transform(kind: str, w: np.ndarray, name: str, path: Path, model: str,
     if kind == "keras_dense":
         need(2)
         return w
-    raise AssertionError(kind)
+    raise ValueError(f"unknown layout transform {kind!r}")
 
 
 def resolve_source(src: SourceWeights, model: str, source: str | None = None) -> str:
@@ -293,7 +366,7 @@ def resolve_source(src: SourceWeights, model: str, source: str | None = None) ->
     (the names decide, not the container: e.g. torchvision names inside a safetensors file)."""
     if source is not None:
         return source
-    keys = set(src.tensors)
+    keys = set(with_published_names(src, model).tensors)
     matching = [s for (m, s) in LAYOUTS if m == model and expected_keys(m, s) == keys]
     return matching[0] if matching else src.source
 
@@ -311,6 +384,7 @@ def convert(src: SourceWeights, model: str, source: str | None = None) -> dict[P
       RdfiaError: wrong model for the file, missing/extra tensors, wrong ranks/dtypes.
     """
     source = resolve_source(src, model, source)
+    src = with_published_names(src, model)
     if (model, source) not in LAYOUTS:
         pairs = ", ".join(f"{m}/{s}" for m, s in LAYOUTS)
         raise RdfiaError(f"{src.path}: no {source} layout is known for {model} (published pairs: {pairs})")
@@ -320,12 +394,12 @@ def convert(src: SourceWeights, model: str, source: str | None = None) -> dict[P
     last_channels = None
     for our, prefix, kind in LAYOUTS[(model, source)]:
         wname, bname = f"{prefix}{sep}{weight}", f"{prefix}{sep}bias"
-        w = _float32(src.tensors[wname], wname, src.path)
-        b = _float32(src.tensors[bname], bname, src.path)
-        kernel = _transform(kind, w, wname, src.path, model, last_channels)
+        w = _float32(src.tensors[wname], src.label(wname), src.path)
+        b = _float32(src.tensors[bname], src.label(bname), src.path)
+        kernel = _transform(kind, w, src.label(wname), src.path, model, last_channels)
         if b.ndim != 1 or b.shape[0] != kernel.shape[-1]:
-            raise RdfiaError(f"{src.path}: tensor {bname!r} has shape {tuple(b.shape)}; expected "
-                             f"({kernel.shape[-1]},) to match {wname!r}")
+            raise RdfiaError(f"{src.path}: tensor {src.label(bname)!r} has shape {tuple(b.shape)}; "
+                             f"expected ({kernel.shape[-1]},) to match {src.label(wname)!r}")
         if kind in ("conv", "keras_conv"):
             last_channels = kernel.shape[-1]
         out[our + ("kernel",)] = np.ascontiguousarray(kernel)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.fileio import atomic_path
+from rdfia_jax.fileio import atomic_path, give_default_mode
 from rdfia_jax.preprocess import Preprocessing
 
 FORMAT_TAG = "converted-weights/1"
@@ -59,7 +59,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def write_converted(path: str | os.PathLike, params: dict[ParamPath, np.ndarray],
                     info: ConvertedInfo) -> Path:
-    """Atomically write converted parameters and their metadata to ``path``."""
+    """Atomically write converted parameters and their metadata to ``path`` (mode from the umask)."""
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -76,6 +76,9 @@ def write_converted(path: str | os.PathLike, params: dict[ParamPath, np.ndarray]
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        give_default_mode(tmp)  # safetensors re-creates the file 0600: unreadable in a shared folder
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     return path
 
 
