@@ -46,7 +46,9 @@ def check_output_dir(out) -> Path:
     existing = out
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise RdfiaError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise RdfiaError(f"--out {out}: {existing} is not writable; choose another --out")
     return out
 
