@@ -4,10 +4,10 @@
 Runs the report's experiments in order -- source-only and DANN over the seeds (mean ± sd), then
 target-only (upper bound), DANN without GRL, with a positive factor, with constant factors -1 and
 -0.1 (Figures 32-37), pseudo-labelling alone and DANN + pseudo-labels (seed 0 only each) -- and
-writes results.md / results.csv, a t-SNE figure and training curves per run to --out. Same options
+writes results.md / results.csv / results.json, a t-SNE figure and training curves per run to --out. Same options
 as ``rdfia-jax dann``:
 
-    python scripts/section3_dann.py --data-dir ../shared/data --seeds 0,1,2 --out outputs/section3_dann
+    python scripts/section3_dann.py --data-dir DIR --seeds 0,1,2 --out outputs/section3_dann
     python scripts/section3_dann.py --dataset-pair digits --smoke      # check the pipeline, no download
     python scripts/section3_dann.py --data-dir DIR --resume            # continue after an interruption
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +13,15 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rdfia_jax.dann import runs
+from rdfia_jax import xla
+from rdfia_jax.dann import catalogue, config as dconfig, report, runs
 from rdfia_jax.dann import steps as dsteps
+from rdfia_jax.dann.config import DannConfig
+from rdfia_jax.dann.domains import Domains, image_statistics, make_get_batch
 from rdfia_jax.dann.grl import grad_reverse
-from rdfia_jax.dann import models as dann_models
-from rdfia_jax.dann.models import DANN, FEATURE_DIM, conv5x5_relu_pool_s2d, max_pool_2x2
+from rdfia_jax.dann.models import DANN, FEATURE_DIM, conv5x5_relu_pool_s2d
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.models.layers import max_pool_2x2
 
 
 # ------------------------------------------------------------------------------ synthetic domains
@@ -38,8 +42,8 @@ def _dataset(n: int, rgb: bool, seed: int, name: str):
     return types.SimpleNamespace(images=np.clip(img, 0, 255).astype(np.uint8), labels=labels, name=name)
 
 
-def synthetic_domains(n_train=256, n_test=128) -> runs.Domains:
-    return runs.Domains(_dataset(n_train, False, 0, "src"), _dataset(n_test, False, 1, "src"),
+def synthetic_domains(n_train=256, n_test=128) -> Domains:
+    return Domains(_dataset(n_train, False, 0, "src"), _dataset(n_test, False, 1, "src"),
                         _dataset(n_train, True, 2, "tgt"), _dataset(n_test, True, 3, "tgt"),
                         source_name="src", target_name="tgt")
 
@@ -86,10 +90,11 @@ def test_network_shapes_and_pool():
     np.testing.assert_array_equal(max_pool_2x2(x), ref)
 
 
-def test_first_block_on_2x2_blocks_equals_conv_relu_pool(monkeypatch):
+def test_first_block_on_2x2_blocks_equals_conv_relu_pool():
     """conv5x5_relu_pool_s2d (space-to-depth, one 3x3 phase convolution, max over the 4 phases,
     bias and ReLU after the pool) equals max_pool(relu(conv + b)): values and all three gradients
-    in float64, check_grads, and the whole feature extractor under both BLOCK1_IMPL settings."""
+    in float64, check_grads, and the whole feature extractor under both block1_impl settings, a
+    field of the model that its graphdef (hence the jit cache) carries."""
     rng = np.random.default_rng(3)
     with jax.enable_x64(True):
         x = jnp.asarray(rng.normal(size=(2, 8, 10, 3)))
@@ -109,12 +114,21 @@ def test_first_block_on_2x2_blocks_equals_conv_relu_pool(monkeypatch):
         for a, b in zip(g_new, g_ref):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
         check_grads(conv5x5_relu_pool_s2d, (x, kernel, bias), order=1, modes=["rev"], eps=1e-6)
-    model = DANN(rngs=nnx.Rngs(1))
+    folded_model, textbook_model = DANN(rngs=nnx.Rngs(1)), DANN(block1_impl="lax", rngs=nnx.Rngs(1))
+    assert folded_model.features.block1_impl == "s2d"  # the default
+    g_s2d, p_s2d = nnx.split(folded_model, nnx.Param)
+    g_lax, p_lax = nnx.split(textbook_model, nnx.Param)
+    assert g_s2d != g_lax and hash(g_s2d) != hash(g_lax)  # the jit cache tells them apart
+    for a, b in zip(jax.tree.leaves(p_s2d), jax.tree.leaves(p_lax)):  # same parameters
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     images = jax.random.normal(jax.random.key(1), (3, 28, 28, 3))
-    monkeypatch.setattr(dann_models, "BLOCK1_IMPL", "s2d")
-    folded = model.features(images)
-    monkeypatch.setattr(dann_models, "BLOCK1_IMPL", "lax")
-    np.testing.assert_allclose(np.asarray(folded), np.asarray(model.features(images)), rtol=1e-5, atol=1e-5)
+    traces = xla.TraceCounter()
+    feats = jax.jit(traces.wrap(lambda g, p, x: nnx.merge(g, p).features(x), "features"), static_argnums=0)
+    folded, textbook = feats(g_s2d, p_s2d, images), feats(g_lax, p_s2d, images)
+    assert traces["features"] == 2  # one compilation per implementation
+    np.testing.assert_allclose(np.asarray(folded), np.asarray(textbook), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="block1_impl"):
+        DANN(block1_impl="fast", rngs=nnx.Rngs(0))
 
 
 @pytest.mark.slow
@@ -156,8 +170,8 @@ def test_schedules():
 def test_dann_pseudo_label_is_dann_until_its_ramp_then_adds_the_pseudo_term():
     """dann-pseudo-label: the same loss and gradients as dann while alpha(p) = 0 (p <= 0.5), the
     GRL reverses its domain gradient like DANN's, and after p = 0.5 the pseudo-label term is added."""
-    spec_d, spec_p = runs.get_spec("dann"), runs.get_spec("dann-pseudo-label")
-    mk = lambda spec: runs.step_config(spec, steps_per_epoch=10, epochs=2, gamma=2.0, mean=0.13, std=0.31)  # noqa: E731
+    spec_d, spec_p = catalogue.get_spec("dann"), catalogue.get_spec("dann-pseudo-label")
+    mk = lambda spec: dconfig.step_config(spec, DannConfig(epochs=2), steps_per_epoch=10, mean=0.13, std=0.31)  # noqa: E731
     cfg_d, cfg_p = mk(spec_d), mk(spec_p)
     assert (cfg_p.objective, cfg_p.grl_scale, cfg_p.pseudo_ramp) == ("pseudo", 1.0, (0.5, 1.0))
     graphdef, state = dsteps.init_state(0, cfg_d)
@@ -197,16 +211,16 @@ def test_domain_accuracy_thresholds_sigmoid_not_raw_logit():
 def test_step_traced_once_and_one_forward_pass_for_both_domains():
     cfg = dsteps.StepConfig(total_steps=5)
     graphdef, state = dsteps.init_state(0, cfg)
-    step = dsteps.make_train_step(graphdef, cfg)
+    traces = xla.TraceCounter()
+    step = dsteps.make_train_step(graphdef, cfg, traces=traces)
     data = synthetic_domains(32, 8)
     batch = {"src_x": data.source_train.images[:8], "src_y": data.source_train.labels[:8].astype(np.int32),
              "tgt_x": data.target_train.images[:8]}
-    before = dsteps.TRACE_COUNTS["train_step"]
     lams = []
     for i in range(5):
         state, metrics = step(state, batch, jnp.int32(i))
         lams.append(float(metrics["lambda"]))
-    assert dsteps.TRACE_COUNTS["train_step"] - before == 1
+    assert traces["train_step"] == 1 and traces.check("train_step")
     assert lams[0] == 0.0 and all(a < b for a, b in zip(lams, lams[1:]))
 
 
@@ -297,8 +311,8 @@ def test_proxy_a_distance_separates_and_confuses():
 
 @pytest.mark.slow
 def test_short_dann_run_learns(tmp_path):
-    rec = runs.run_one("dann", 0, out=tmp_path, domains=synthetic_domains(), epochs=3,
-                       batch_sizes=(16, 16), figures=False, progress=False, save_every=100)
+    rec = runs.run_one("dann", 0, DannConfig(epochs=3, batch_sizes=(16, 16)), out=tmp_path,
+                       domains=synthetic_domains(), figures=False, progress=False, save_every=100)
     hist = np.load(tmp_path / "dann-3ep" / "seed0" / "history.npz")  # 3 epochs: not the default 20
     assert rec["steps"] == 48 and hist["label_loss"].shape == (48,)
     assert hist["label_loss"][-4:].mean() < hist["label_loss"][:4].mean() - 1.0
@@ -306,14 +320,19 @@ def test_short_dann_run_learns(tmp_path):
     assert 0.0 <= rec["domain_acc"] <= 1.0 and -2.0 <= rec["pad"] <= 2.0
     assert "last_iterate" not in rec and rec["ema_decay"] == 0.0
     assert (tmp_path / "results.csv").exists() is False  # run_one alone writes no table
-    csv_path, md_path = runs.write_results(tmp_path)
-    assert "dann" in md_path.read_text() and csv_path.read_text().startswith("run,seeds,epochs,src acc")
+    paths = report.write_table(tmp_path)
+    assert "| dann | 0 | 3 |" in paths["md"].read_text()
+    assert paths["csv"].read_text().startswith("run,seeds,epochs,src acc,tgt acc,domain acc,PAD,wall time (s)")
+    assert "Mean ± sd over seeds." in paths["md"].read_text()
+    import json
+
+    row = json.loads(paths["json"].read_text())["rows"][0]
+    assert row["run"] == "dann" and row["src acc"] == f"{rec['source_acc']:.4f}"
 
 
 def test_variants_get_their_own_folders_and_table_rows():
-    spec = runs.get_spec("dann")
-    name = lambda **kw: runs.variant_name("dann", spec, **{**dict(epochs=20, gamma=2.0, smoke=False, lr_per_epoch=False), **kw})  # noqa: E731
-    assert name() == "dann"
+    name = lambda **kw: DannConfig(**kw).folder_name("dann")  # noqa: E731
+    assert name() == "dann" and name(epochs=20) == "dann"
     assert name(gamma=10.0, lr_per_epoch=True) == "dann-gamma10-lr-per-epoch"
     assert name(epochs=100) == "dann-100ep" and name(smoke=True, epochs=1) == "dann-smoke"
     assert name(lr_per_epoch=True, input_norm="per-domain") == "dann-lr-per-epoch-per-domain-norm"
@@ -326,7 +345,7 @@ def test_variants_get_their_own_folders_and_table_rows():
                dict(base, seed=0, target_acc=0.90, input_norm="per-domain"),
                dict(base, seed=0, target_acc=0.60, ema_decay=0.999, pad=0.5),
                dict(base, seed=0, target_acc=0.65, clip_norm=5.0)]
-    rows = {r["run"]: r for r in runs.results_table(records)}
+    rows = {r["run"]: r for r in report.results_table(records)}
     assert set(rows) == {"dann", "dann (lr per epoch)", "dann (per-domain norm)", "dann (EMA 0.999)",
                          "dann (clip 5)"}  # never averaged together
     assert rows["dann (EMA 0.999)"]["PAD"] == "0.500" and rows["dann"]["PAD"] == "n/a"  # older records: no PAD
@@ -339,16 +358,16 @@ def test_per_domain_norm_uses_the_target_train_statistics(tmp_path, monkeypatch)
     source's (the practical)."""
     d = synthetic_domains(64, 16)
     d.mean, d.std = 0.1307, 0.3081
-    tgt_stats = runs.image_statistics(d.target_train.images)
-    assert abs(tgt_stats[0] - runs.image_statistics(d.target_test.images)[0]) > 1e-6  # train != test here
-    common = dict(out=tmp_path, domains=d, epochs=1, gamma=2.0, smoke=False, lr_per_epoch=False, batch_sizes=(16, 16))
-    cfg = runs._setup("dann", 0, input_norm="per-domain", **common)["cfg"]
+    tgt_stats = image_statistics(d.target_train.images)
+    assert abs(tgt_stats[0] - image_statistics(d.target_test.images)[0]) > 1e-6  # train != test here
+    base = DannConfig(epochs=1, batch_sizes=(16, 16))
+    cfg = dconfig.plan_run("dann", 0, base.replace(input_norm="per-domain"), d, tmp_path).step_config
     assert cfg.input_stats("source") == (0.1307, 0.3081)
     np.testing.assert_allclose(cfg.input_stats("target"), tgt_stats, rtol=1e-12)
-    practical = runs._setup("dann", 0, input_norm="source", **common)["cfg"]
+    practical = dconfig.plan_run("dann", 0, base, d, tmp_path).step_config
     assert practical.input_stats("target") == practical.input_stats("source") == (0.1307, 0.3081)
     with pytest.raises(RdfiaError, match="unknown --input-norm 'batch'"):
-        runs._setup("dann", 0, input_norm="batch", **common)
+        base.replace(input_norm="batch")
     with pytest.raises(ValueError, match="together"):
         dsteps.StepConfig(target_mean=0.4)
 
@@ -357,7 +376,7 @@ def test_per_domain_norm_uses_the_target_train_statistics(tmp_path, monkeypatch)
     real = dsteps.standardize
     monkeypatch.setattr(dsteps, "standardize", lambda x, m, s, *a: seen.append((x.shape[-1], m, s)) or real(x, m, s, *a))
     graphdef, state = dsteps.init_state(0, cfg)
-    batch = runs.make_get_batch(runs.get_spec("dann"), d, 0)[0](0, 0)
+    batch = make_get_batch(catalogue.get_spec("dann"), d, 0)[0](0, 0)
     dsteps.loss_and_metrics(state["params"], graphdef, batch, dsteps.schedules(cfg, 0), cfg)
     assert seen == [(1, 0.1307, 0.3081), (3, *cfg.input_stats("target"))]
     monkeypatch.undo()
@@ -385,28 +404,28 @@ def test_resume_after_kill_gives_identical_parameters(tmp_path):
     from rdfia_jax.train import loop
 
     # With a parameter average: it is part of the state a resume must restore exactly.
-    kwargs = dict(domains=synthetic_domains(128, 16), epochs=2, batch_sizes=(16, 16), figures=False,
-                  progress=False, save_every=3, eval_every_epoch=False, ema_decay=0.9)
-    ref = runs.run_one("pseudo-label", 1, out=tmp_path / "a", **kwargs)
+    config = DannConfig(epochs=2, batch_sizes=(16, 16), ema_decay=0.9)
+    domains = synthetic_domains(128, 16)
+    kwargs = dict(domains=domains, figures=False, progress=False, save_every=3, eval_every_epoch=False)
+    ref = runs.run_one("pseudo-label", 1, config, out=tmp_path / "a", **kwargs)
 
     def kill(steps_done, state, history):
         if steps_done == 7:
             raise _Killed()
 
     with pytest.raises(_Killed):
-        runs.run_one("pseudo-label", 1, out=tmp_path / "b", hooks=[loop.Hook(every=1, fn=kill, at_end=False)], **kwargs)
+        runs.run_one("pseudo-label", 1, config, out=tmp_path / "b", hooks=[loop.Hook(every=1, fn=kill, at_end=False)],
+                     **kwargs)
     with pytest.raises(RdfiaError, match="resume"):
-        runs.run_one("pseudo-label", 1, out=tmp_path / "b", **kwargs)
-    mid = runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
-                                   epochs=2, batch_sizes=(16, 16), ema_decay=0.9)
+        runs.run_one("pseudo-label", 1, config, out=tmp_path / "b", **kwargs)
+    mid = runs.evaluate_checkpoint("pseudo-label", 1, config, out=tmp_path / "b", domains=domains)
     assert mid["step"] == 6 and mid["total_steps"] == 16 and 0.0 <= mid["target_acc"] <= 1.0
-    mid_ema = runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
-                                       epochs=2, batch_sizes=(16, 16), ema_decay=0.9, params="ema_params", pad=True)
+    mid_ema = runs.evaluate_checkpoint("pseudo-label", 1, config, out=tmp_path / "b", domains=domains,
+                                       params="ema_params", pad=True)
     assert mid_ema["step"] == 6 and -2.0 <= mid_ema["pad"] <= 2.0
     with pytest.raises(RdfiaError, match="no checkpoint yet"):  # a different decay is another run's folder
-        runs.evaluate_checkpoint("pseudo-label", 1, out=tmp_path / "b", domains=kwargs["domains"],
-                                 epochs=2, batch_sizes=(16, 16), ema_decay=0.5)
-    resumed = runs.run_one("pseudo-label", 1, out=tmp_path / "b", resume=True, **kwargs)
+        runs.evaluate_checkpoint("pseudo-label", 1, config.replace(ema_decay=0.5), out=tmp_path / "b", domains=domains)
+    resumed = runs.run_one("pseudo-label", 1, config, out=tmp_path / "b", resume=True, **kwargs)
     assert resumed["resumed_from"] == 6 and resumed["steps"] == 16
     assert set(resumed["state"]) == {"params", "opt_state", "ema_params"}
     for a, b in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(resumed["state"])):
@@ -448,8 +467,8 @@ def test_mismatched_image_shapes(tmp_path):
 
 def test_target_labels_only_reach_the_target_only_run():
     d = synthetic_domains(128, 8)
-    for name in runs.RUN_NAMES:
-        get_batch, _ = runs.make_get_batch(runs.RUNS[name], d, seed=0)
+    for name in catalogue.RUN_NAMES:
+        get_batch, _ = make_get_batch(catalogue.RUNS[name], d, seed=0)
         assert ("tgt_y" in get_batch(0, 0)) == (name == "target-only"), name
 
 
@@ -458,7 +477,7 @@ def test_real_mnist_standardization_constants(shared_data):
     from rdfia_jax import data
 
     mnist = data.load("mnist", "train", data_dir=shared_data)
-    mean, std = runs.image_statistics(mnist.images)
+    mean, std = image_statistics(mnist.images)
     assert abs(mean - data.MNIST_TRAIN_MEAN) < 1e-9 and abs(std - data.MNIST_TRAIN_STD) < 1e-9
     assert abs(mean - 0.1307) < 1e-4 and abs(std - 0.3081) < 1e-4
 
@@ -483,3 +502,180 @@ def test_cli_smoke_run_with_average_and_clipping_writes_table_figures_and_both_e
     hist = np.load(run_dir / "history.npz")
     assert hist["grad_norm"].shape == (rec["steps"],) and np.all(hist["grad_norm"] > 0)
     assert "dann (EMA 0.9) (clip 3) [smoke]" in (out / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------ config, resume, messages
+
+# The fingerprint of the baseline smoke run's checkpoint (`dann dann --smoke --dataset-pair digits
+# --ema-decay 0.999 --clip-norm 3`), as written by the code before the DannConfig refactor.
+BASELINE_FINGERPRINT = {
+    "config": {"clip_norm": 3.0, "ema_decay": 0.999, "gamma": 2.0, "grl_offset": 0.0, "grl_scale": 1.0,
+               "labelled": "source", "lr0": 0.01, "lr_alpha": 10.0, "lr_beta": 0.75, "lr_per_epoch": False,
+               "mean": 0.15635065061180722, "momentum": 0.9, "objective": "dann", "pseudo_alpha_max": 1.0,
+               "pseudo_ramp": [0.1, 0.5], "pseudo_threshold": 0.9, "std": 0.2777766684429991,
+               "steps_per_epoch": 16, "target_mean": None, "target_std": None, "total_steps": 16},
+    "model": "dann-practical", "n_source": 1024, "n_target": 1024, "run": "dann", "seed": 0,
+    "source": "digits", "src_batch": 64, "target": "digits_m", "tgt_batch": 64}
+
+
+def test_fingerprint_is_unchanged_so_old_checkpoints_resume(tmp_path):
+    """The checkpoint fingerprint derived from a DannConfig equals the one written before the refactor
+    (the same options): existing checkpoints still resume."""
+    from rdfia_jax.dann.domains import load_domains
+    from rdfia_jax.train.checkpoint import _canonical
+
+    config = DannConfig(smoke=True, dataset_pair="digits", ema_decay=0.999, clip_norm=3.0)
+    domains = load_domains("digits", smoke=True)
+    plan = dconfig.plan_run("dann", 0, config, domains, tmp_path)
+    assert _canonical(plan.fingerprint) == _canonical(BASELINE_FINGERPRINT)
+    assert plan.run_dir == tmp_path / "dann-ema0.999-clip3-smoke" / "seed0" and plan.epochs == 1
+    # An unchanged practical run and the per-domain variant differ only where they should.
+    other = dconfig.plan_run("dann", 0, config.replace(input_norm="per-domain"), domains, tmp_path).fingerprint
+    assert {k for k in plan.fingerprint["config"] if plan.fingerprint["config"][k] != other["config"][k]} == \
+        {"target_mean", "target_std"}
+
+
+def test_config_refuses_bad_options_with_the_option_name():
+    for kwargs, match in ((dict(epochs=0), "--epochs 0"), (dict(epochs=2.5), "--epochs"),
+                          (dict(gamma=float("inf")), "--gamma inf"), (dict(gamma=0.0), "--gamma 0"),
+                          (dict(gamma=float("nan")), "--gamma nan"), (dict(ema_decay=1.0), "--ema-decay 1"),
+                          (dict(ema_decay=-0.1), "--ema-decay"), (dict(ema_decay=float("nan")), "--ema-decay"),
+                          (dict(clip_norm=0.0), "--clip-norm 0"), (dict(clip_norm=float("inf")), "--clip-norm inf"),
+                          (dict(input_norm="batch"), "--input-norm"), (dict(dataset_pair="svhn"), "--dataset-pair"),
+                          (dict(batch_sizes=(16, 0)), "batch sizes")):
+        with pytest.raises(RdfiaError, match=match):
+            DannConfig(**kwargs)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DannConfig().gamma = 10.0
+    assert hash(DannConfig(batch_sizes=[8, 8])) == hash(DannConfig(batch_sizes=(8, 8)))
+    for seed in (-1, 1.5, True):
+        with pytest.raises(RdfiaError, match="non-negative"):
+            dconfig.check_seed(seed)
+
+
+def _cli_error(capsys, argv) -> str:
+    from rdfia_jax.cli import main
+
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_cli_validates_every_argument_before_any_work(tmp_path, capsys, monkeypatch):
+    """Bad arguments give one-line errors naming the argument, before any data is read (the default
+    pair needs MNIST, which this empty --data-dir lacks) or any folder written."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    base = ["dann", "dann", "--data-dir", str(empty), "--out", str(out)]
+    for extra, match in ((["--seeds=-1"], "seeds must be non-negative"), (["--seeds", "0,x"], "--seeds"),
+                         (["--epochs", "0"], "--epochs 0"), (["--gamma", "inf"], "--gamma inf"),
+                         (["--gamma", "-2"], "--gamma -2"), (["--ema-decay", "1"], "--ema-decay 1"),
+                         (["--clip-norm", "inf"], "--clip-norm inf"), (["--clip-norm", "0"], "--clip-norm 0"),
+                         (["--bsds-dir", str(empty), "--dataset-pair", "digits"], "--bsds-dir is for MNIST-M")):
+        err = _cli_error(capsys, base + extra)
+        assert match in err and "Traceback" not in err and "MNIST" not in err.split(match)[0], (extra, err)
+    assert not out.exists()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert "is a file" in _cli_error(capsys, ["dann", "dann", "--out", str(a_file)])
+    assert "is a file" in _cli_error(capsys, ["dann", "dann", "--out", str(a_file / "sub")])
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = runs.os.access
+    monkeypatch.setattr(runs.os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    assert "not writable" in _cli_error(capsys, ["dann", "dann", "--out", str(read_only / "x")])
+
+
+def test_cli_help_and_missing_data_name_the_digits_pair(tmp_path, capsys, monkeypatch):
+    from rdfia_jax.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["dann", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "'mnist' (the default)" in help_text and "--dataset-pair digits needs no download" in help_text
+    assert "--bsds-dir" in help_text
+    err = _cli_error(capsys, ["dann", "dann", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "`--dataset-pair digits`" in err and "no download" in err
+    # --bsds-dir (which the BSDS500 error suggests) is accepted and reaches the MNIST-M loader.
+    seen = {}
+
+    def fake_load(name, split, *, data_dir=None, bsds_dir=None, **kw):
+        seen[name] = bsds_dir
+        raise RdfiaError("stop here")
+
+    monkeypatch.setattr("rdfia_jax.data.load", fake_load)
+    monkeypatch.setattr("rdfia_jax.dann.domains.DATASET_PAIRS", {"mnist": ("digits", "mnistm")})
+    with pytest.raises(RdfiaError, match="stop here"):
+        from rdfia_jax.dann.domains import load_domains
+
+        load_domains("mnist", bsds_dir="/some/bsds")
+    monkeypatch.setattr("rdfia_jax.dann.domains.DATASET_PAIRS", {"mnist": ("mnistm", "mnistm")})
+    with pytest.raises(RdfiaError, match="stop here"):
+        load_domains("mnist", bsds_dir="/some/bsds")
+    assert seen == {"digits": None, "mnistm": "/some/bsds"}
+
+
+@pytest.mark.slow
+def test_divergence_message_gives_advice_that_works(tmp_path):
+    """A NaN at step 0 (std 0: every input is inf): no checkpoint, so no --resume advice; the
+    advice names gradient clipping. With a checkpoint, --resume is said to repeat the divergence."""
+    from rdfia_jax.train.loop import TrainingDiverged
+
+    d = synthetic_domains(32, 8)
+    d.mean, d.std = 0.5, 0.0
+    with pytest.raises(TrainingDiverged) as info:
+        runs.run_one("dann", 0, DannConfig(epochs=1, batch_sizes=(16, 16)), out=tmp_path, domains=d,
+                     figures=False, progress=False, eval_every_epoch=False)
+    msg = str(info.value)
+    assert "diverged at step 0" in msg and "--clip-norm 3" in msg and "--resume" not in msg
+    advice = runs._divergence_advice(DannConfig(clip_norm=3.0), 500)
+    assert "smaller --clip-norm" in advice and "--resume" in advice and "step 500" in advice
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_keeps_its_evaluations(tmp_path, capsys):
+    """Issue 22 item 6: after a kill and --resume, result.json's evals equal an uninterrupted run's
+    (those made before the kill come from evals.json; checkpoints hold no evaluations)."""
+    import json
+
+    from rdfia_jax.train import loop
+
+    config = DannConfig(epochs=2, batch_sizes=(16, 16))  # 8 steps per epoch: evaluations at 8 and 16
+    domains = synthetic_domains(128, 16)
+    kwargs = dict(domains=domains, figures=False, progress=False)
+    ref = runs.run_one("dann", 0, config, out=tmp_path / "a", save_every=5, **kwargs)
+    assert [e["step"] for e in ref["evals"]] == [8, 16]
+
+    def kill_at(step):
+        def fn(steps_done, state, history):
+            if steps_done == step:
+                raise _Killed()
+        return loop.Hook(every=1, fn=fn, at_end=False)
+
+    # Killed at step 11, after the evaluation at 8 and the checkpoint at 10: the resumed run redoes
+    # steps 10-16 only, so the evaluation at 8 must come from evals.json.
+    with pytest.raises(_Killed):
+        runs.run_one("dann", 0, config, out=tmp_path / "b", save_every=5, hooks=[kill_at(11)], **kwargs)
+    run_dir = tmp_path / "b" / "dann-2ep" / "seed0"
+    assert [e["step"] for e in json.loads((run_dir / "evals.json").read_text())["evals"]] == [8]
+    resumed = runs.run_one("dann", 0, config, out=tmp_path / "b", save_every=5, resume=True, **kwargs)
+    assert resumed["resumed_from"] == 10
+    assert resumed["evals"] == ref["evals"]
+    assert json.loads((run_dir / "result.json").read_text())["evals"] == ref["evals"]
+
+    # Killed right after the checkpoint at 8 but before its evaluation was saved (simulated by
+    # deleting evals.json): the resumed run evaluates that checkpoint.
+    with pytest.raises(_Killed):
+        runs.run_one("dann", 0, config, out=tmp_path / "c", save_every=8, hooks=[kill_at(9)], **kwargs)
+    (tmp_path / "c" / "dann-2ep" / "seed0" / "evals.json").unlink()
+    resumed = runs.run_one("dann", 0, config, out=tmp_path / "c", save_every=8, resume=True, **kwargs)
+    assert resumed["resumed_from"] == 8 and resumed["evals"] == ref["evals"]
+
+    # --resume with other flags: another folder; it says so and names the runs it found.
+    capsys.readouterr()
+    with pytest.raises(_Killed):
+        runs.run_one("dann", 0, config.replace(gamma=10.0), out=tmp_path / "b", resume=True,
+                     hooks=[kill_at(1)], **kwargs)
+    err = capsys.readouterr().err
+    assert f"no checkpoint for these settings in {tmp_path / 'b' / 'dann-gamma10-2ep' / 'seed0'}" in err
+    assert "starting fresh" in err and "dann-2ep/seed0 (step 16)" in err

@@ -1,4 +1,8 @@
-"""Figures of the DANN section: t-SNE of features coloured by domain, training curves."""
+"""Figures of the DANN section: t-SNE of features coloured by domain, training curves.
+
+Drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no backend switch): a library call
+changes no process-wide state.
+"""
 
 from __future__ import annotations
 
@@ -39,13 +43,11 @@ def plot_tsne(embedding: np.ndarray, is_source: np.ndarray, path, title: str,
     Returns:
       The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.subplots()
     src = np.asarray(is_source, bool)
     ax.scatter(embedding[src, 0], embedding[src, 1], s=4, c="tab:blue", label=f"source ({names[0]})", alpha=0.6)
     ax.scatter(embedding[~src, 0], embedding[~src, 1], s=4, c="tab:red", label=f"target ({names[1]})", alpha=0.6)
@@ -54,7 +56,6 @@ def plot_tsne(embedding: np.ndarray, is_source: np.ndarray, path, title: str,
     ax.set_yticks([])
     ax.legend(loc="best", markerscale=3, fontsize=8)
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -78,15 +79,19 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
     Returns:
       The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     path = Path(path)
     n = len(next(iter(history.values()))) if history else 0
     width = max(1, n // 200)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    from matplotlib.ticker import MaxNLocator
+
+    # constrained layout makes room for the first panel's right-hand (gradient norm) tick labels,
+    # which otherwise overlap the second panel's.
+    fig = Figure(figsize=(16, 4.5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     steps = np.arange(n)
     for key in ("loss", "label_loss", "domain_loss", "pseudo_loss"):
         if key in history:
@@ -96,6 +101,8 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
         v = _smooth(history["grad_norm"], width)
         norm_axis = axes[0].twinx()
         norm_axis.plot(steps[: len(v)] + (width - 1), v, color="0.5", lw=0.8, label="gradient norm (right)")
+        norm_axis.set_ylabel("gradient norm", color="0.4")
+        norm_axis.tick_params(axis="y", labelsize=8, colors="0.4")
         norm_axis.legend(fontsize=8, loc="upper center")
     axes[0].set_xlabel("step")
     axes[0].set_title("training losses (moving average)")
@@ -128,5 +135,4 @@ def plot_curves(history: dict[str, np.ndarray], evals: list[dict], path, title: 
     axes[2].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
-    plt.close(fig)
     return path

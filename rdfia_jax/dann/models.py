@@ -19,8 +19,8 @@ import numpy as np
 from flax import nnx
 
 from rdfia_jax.dann.grl import grad_reverse
-from rdfia_jax.gan.ops import space_to_depth
 from rdfia_jax.models import channel_ops
+from rdfia_jax.models.layers import max_pool_2x2, space_to_depth
 
 FEATURE_DIM = 7 * 7 * 48  # 2352
 NUM_CLASSES = 10
@@ -49,19 +49,10 @@ def _linear(cin: int, cout: int, rngs: nnx.Rngs) -> nnx.Linear:
                       rngs=rngs)
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 max-pool, stride 2, NHWC, even H and W.
-
-    Written as reshape + max because XLA:CPU differentiates a reduction much faster than the
-    select-and-scatter of ``lax.reduce_window`` (about 2x on the whole DANN step here).
-    """
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
 #: How the first block (5x5 conv, ReLU, 2x2 max-pool) computes: "s2d" (default; see
-#: :func:`conv5x5_relu_pool_s2d`) or "lax" (the textbook order). Read at trace time.
-BLOCK1_IMPL = "s2d"
+#: :func:`conv5x5_relu_pool_s2d`) or "lax" (the textbook order). A field of the model (static, so
+#: part of its ``nnx.GraphDef``): a jitted function of another implementation is another compilation.
+BLOCK1_IMPLS = ("s2d", "lax")
 
 
 @functools.cache
@@ -118,14 +109,20 @@ def conv5x5_relu_pool_s2d(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> j
 
 
 class FeatureExtractor(nnx.Module):
-    """Two conv/ReLU/max-pool blocks; (N, 28, 28, C) -> (N, 2352)."""
+    """Two conv/ReLU/max-pool blocks; (N, 28, 28, C) -> (N, 2352).
 
-    def __init__(self, in_channels: int = 3, *, rngs: nnx.Rngs):
+    ``block1_impl``: how the first block computes (:data:`BLOCK1_IMPLS`); same values and gradients.
+    """
+
+    def __init__(self, in_channels: int = 3, *, block1_impl: str = "s2d", rngs: nnx.Rngs):
+        if block1_impl not in BLOCK1_IMPLS:
+            raise ValueError(f"block1_impl must be one of {BLOCK1_IMPLS}, got {block1_impl!r}")
+        self.block1_impl = block1_impl
         self.conv1 = _conv(in_channels, 32, rngs)
         self.conv2 = _conv(32, 48, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if BLOCK1_IMPL == "s2d" and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+        if self.block1_impl == "s2d" and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
             dtype = x.dtype
             x = conv5x5_relu_pool_s2d(x, self.conv1.kernel[...].astype(dtype), self.conv1.bias[...].astype(dtype))
         else:
@@ -169,10 +166,12 @@ class DANN(nnx.Module):
       features: :class:`FeatureExtractor`.
       classifier: :class:`LabelClassifier`.
       domain: :class:`DomainClassifier`.
+
+    ``block1_impl`` selects the feature extractor's first-block implementation (:data:`BLOCK1_IMPLS`).
     """
 
-    def __init__(self, in_channels: int = 3, *, rngs: nnx.Rngs):
-        self.features = FeatureExtractor(in_channels, rngs=rngs)
+    def __init__(self, in_channels: int = 3, *, block1_impl: str = "s2d", rngs: nnx.Rngs):
+        self.features = FeatureExtractor(in_channels, block1_impl=block1_impl, rngs=rngs)
         self.classifier = LabelClassifier(rngs=rngs)
         self.domain = DomainClassifier(rngs=rngs)
 

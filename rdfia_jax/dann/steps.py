@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
 from typing import Any, Callable
 
 import jax
@@ -34,12 +33,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rdfia_jax.dann.models import DANN
 from rdfia_jax import xla
-
-# Python-side trace counter: the body of the step increments it only while JAX traces it, so a
-# test (or the run loop) can assert that a whole run compiles the step exactly once.
-TRACE_COUNTS: Counter = Counter()
+from rdfia_jax.dann.models import DANN
+from rdfia_jax.data.batching import map_batches
 
 Batch = dict[str, Any]
 TrainState = dict[str, Any]
@@ -176,13 +172,15 @@ def make_optimizer(momentum: float = 0.9, clip_norm: float | None = None) -> opt
     return optax.chain(optax.clip_by_global_norm(clip_norm), momentum_tx)
 
 
-def init_state(seed: int, cfg: StepConfig) -> tuple[nnx.GraphDef, TrainState]:
+def init_state(seed: int, cfg: StepConfig, *, block1_impl: str = "s2d") -> tuple[nnx.GraphDef, TrainState]:
     """Builds the network from ``seed`` and returns ``(graphdef, {"params", "opt_state"})``, plus
     ``"ema_params"`` (a copy of the initial parameters) when ``cfg.ema_decay > 0``.
 
-    ``params`` is the ``nnx.State`` of the network's ``nnx.Param`` variables (a pytree).
+    ``params`` is the ``nnx.State`` of the network's ``nnx.Param`` variables (a pytree);
+    ``block1_impl`` is the model's first-block implementation (:data:`rdfia_jax.dann.models.BLOCK1_IMPLS`),
+    carried by the returned graphdef.
     """
-    model = DANN(rngs=nnx.Rngs(seed))
+    model = DANN(block1_impl=block1_impl, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     opt_state = make_optimizer(cfg.momentum, cfg.clip_norm).init(params)
     state = {"params": params, "opt_state": opt_state}
@@ -249,17 +247,18 @@ def loss_and_metrics(params, graphdef: nnx.GraphDef, batch: Batch, sched: dict, 
     return loss, metrics
 
 
-def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True) -> Callable:
+def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True,
+                    traces: xla.TraceCounter | None = None) -> Callable:
     """The pure training step ``step(state, batch, step_index) -> (state, metrics)``, jitted
     unless ``jit=False`` (``rdfia_jax.train.loop.run`` jits it itself).
 
     ``step_index`` is a traced int32 scalar (the global step, from 0): the lr, lambda(p) and the
-    pseudo-label weight are computed from it inside the step, so the whole run is one compilation.
+    pseudo-label weight are computed from it inside the step, so the whole run is one compilation;
+    ``traces`` (optional) counts its traces under ``"train_step"``.
     """
     tx = make_optimizer(cfg.momentum, cfg.clip_norm)
 
     def step(state: TrainState, batch: Batch, step_index) -> tuple[TrainState, dict]:
-        TRACE_COUNTS["train_step"] += 1  # runs at trace time only
         sched = schedules(cfg, step_index)
         grads, metrics = jax.grad(loss_and_metrics, has_aux=True)(
             state["params"], graphdef, batch, sched, cfg)
@@ -274,62 +273,52 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: StepConfig, *, jit: bool = True
                                                    state["ema_params"], params)
         return new_state, metrics
 
+    if traces is not None:
+        step = traces.wrap(step, "train_step")
     return xla.jit(step) if jit else step
 
 
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 
-def make_eval_fn(graphdef: nnx.GraphDef, cfg: StepConfig, domain: str = "source") -> Callable:
+def make_eval_fn(graphdef: nnx.GraphDef, cfg: StepConfig, domain: str = "source", *,
+                 traces: xla.TraceCounter | None = None) -> Callable:
     """Jitted ``(params, images_u8) -> (class_logits, domain_logits, features)`` for images of
-    ``domain`` ("source" or "target": which standardization they get, see :meth:`StepConfig.input_stats`)."""
+    ``domain`` ("source" or "target": which standardization they get, see :meth:`StepConfig.input_stats`);
+    ``traces`` (optional) counts its traces under ``"eval_<domain>"``."""
     mean, std = cfg.input_stats(domain)
 
     def forward(params, images_u8):
-        TRACE_COUNTS["eval"] += 1
         model = nnx.merge(graphdef, params)
         return model(standardize(images_u8, mean, std), 0.0)
 
+    if traces is not None:
+        forward = traces.wrap(forward, f"eval_{domain}")
     return xla.jit(forward)
 
 
-def make_eval_fns(graphdef: nnx.GraphDef, cfg: StepConfig) -> tuple[Callable, Callable]:
+def make_eval_fns(graphdef: nnx.GraphDef, cfg: StepConfig, *,
+                  traces: xla.TraceCounter | None = None) -> tuple[Callable, Callable]:
     """``(source_eval_fn, target_eval_fn)`` of :func:`make_eval_fn`; one shared function (one
     compilation) when both domains get the same standardization."""
-    source_fn = make_eval_fn(graphdef, cfg, "source")
+    source_fn = make_eval_fn(graphdef, cfg, "source", traces=traces)
     if cfg.input_stats("target") == cfg.input_stats("source"):
         return source_fn, source_fn
-    return source_fn, make_eval_fn(graphdef, cfg, "target")
-
-
-def _padded_batches(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield start, min(start + batch_size, n)
+    return source_fn, make_eval_fn(graphdef, cfg, "target", traces=traces)
 
 
 def predict(eval_fn: Callable, params, images_u8: np.ndarray, *, batch_size: int = 500,
             want_features: bool = False):
-    """Runs the network over a whole array in fixed-size batches (the last one zero-padded, so a
-    single compilation per image shape).
+    """Runs the network over a whole array in fixed-size batches (:func:`rdfia_jax.data.batching.map_batches`:
+    the last one zero-padded, so a single compilation per image shape).
 
     Returns:
       ``(class_logits (N, 10), domain_logits (N,), features (N, 2352) or None)`` as numpy arrays.
     """
-    n = images_u8.shape[0]
-    cls_out, dom_out, feat_out = [], [], []
-    for start, stop in _padded_batches(n, batch_size):
-        chunk = images_u8[start:stop]
-        if chunk.shape[0] < batch_size:
-            pad = np.zeros((batch_size - chunk.shape[0],) + chunk.shape[1:], chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        cls, dom, feats = eval_fn(params, chunk)
-        k = stop - start
-        cls_out.append(np.asarray(cls[:k]))
-        dom_out.append(np.asarray(dom[:k]))
-        if want_features:
-            feat_out.append(np.asarray(feats[:k]))
-    return (np.concatenate(cls_out), np.concatenate(dom_out),
-            np.concatenate(feat_out) if want_features else None)
+    if want_features:
+        return tuple(map_batches(lambda x: eval_fn(params, x), np.asarray(images_u8), batch_size))
+    cls, dom = map_batches(lambda x: tuple(eval_fn(params, x)[:2]), np.asarray(images_u8), batch_size)
+    return cls, dom, None
 
 
 def evaluate(eval_fn: Callable, params, source, target, *, batch_size: int = 500,
