@@ -55,23 +55,9 @@ from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax import xla
 from rdfia_jax.progress import Progress
+from rdfia_jax.train.optim import apply_optimizer  # re-exported: steps call loop.apply_optimizer
 
 __all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
-
-
-def apply_optimizer(tx: Any, grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
-    """One optax update: ``(new_params, new_opt_state)``.
-
-    optax's Adam bias correction computes ``decay ** count`` (float ** int32), which the strict dtype
-    promotion used by the test-suite rejects; the update runs under standard promotion so that
-    code using it works under both settings (the arithmetic is unchanged).
-    """
-    import optax
-
-    with jax.numpy_dtype_promotion("standard"):
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-    return new_params, new_opt_state
 
 
 @dataclasses.dataclass(frozen=True)
