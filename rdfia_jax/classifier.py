@@ -148,7 +148,7 @@ class Classifier:
             return out[0] if layer is None else out[1][layer]
 
         if x.shape[0] == 0:
-            return fn(x)
+            raise RdfiaError("the classifier got no images (an empty batch)")
         # Chunks of _EVAL_BATCH (the last one padded) so big inputs compile one shape only.
         return jnp.asarray(map_batches(fn, np.asarray(x), min(x.shape[0], _EVAL_BATCH)))
 
