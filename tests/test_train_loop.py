@@ -354,3 +354,18 @@ def test_divergence_message_states_facts_only(tmp_path):
     assert result.message == (f"training diverged at step 8 (epoch 1, batch 3): loss=nan; last good checkpoint: "
                                f"step 5 in {tmp_path / 'ck2'}")
     assert "--resume" not in result.message and "learning rate" not in result.message
+
+
+def test_checkpoints_written_before_checksums_still_restore(tmp_path):
+    """A format-1 checkpoint (no checksums in its metadata) restores as before, unchecked."""
+    import json
+
+    state = {"w": np.arange(6, dtype=np.float32)}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    store.save(1, state, {"a": 1})
+    meta_file = tmp_path / "ck" / "1" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert len(meta.pop("checksums")) == 1
+    meta_file.write_text(json.dumps(dict(meta, format_version=1)))
+    restored, user = store.restore(state)
+    assert user == {"a": 1} and np.array_equal(np.asarray(restored["w"]), state["w"])
