@@ -28,7 +28,10 @@ Contract:
   the uninterrupted one bit for bit. A DANN step simply returns 64 source + 64 target images.
 * Global step ``s`` (0-based) is ``epoch * steps_per_epoch + index_in_epoch``. Checkpoint number ``n``
   means "``n`` steps done"; the loop saves every ``save_every`` steps and at the end, with the
-  metric history in the checkpoint's metadata, and a resume continues at step ``n``.
+  metric history in the checkpoint's metadata, and a resume continues at step ``n`` (printing
+  "resuming from step n of M"). A resume asking for fewer steps than ``n`` is refused before any
+  work; settings the store lets change (``may_change``) are printed and recorded under ``"changes"``
+  in every later checkpoint and in :attr:`LoopResult.changes`.
 * After every step the metrics are checked; a NaN/inf metric (or a non-finite floating leaf of the
   state at save time) stops the run with :class:`TrainingDiverged` (an ``RdfiaError``) that
   carries the :class:`LoopResult` so far (``result.state`` is the last finite state); nothing
