@@ -10,8 +10,11 @@ Typical use::
     clf = get_classifier("mnist", seed=0)   # trains (~1 min on 2 CPU cores) the first time only
     logits = clf.logits(x)                   # x float32 (N, 28, 28, 1) in [0, 1]
 
-The cache is ``paths.cache_dir()/classifier/<dataset>-seed<k>/`` (``params.npz`` + ``meta.json``),
-written atomically; concurrent callers wait on a lock file instead of training twice.
+Training runs through :func:`rdfia_jax.train.loop.run`. The cache is
+``paths.cache_dir()/classifier/<dataset>-seed<k>/``, a :class:`~rdfia_jax.train.checkpoint.CheckpointStore`
+holding the parameters (checksummed) and the training record as its metadata, written atomically;
+concurrent callers wait on a lock file instead of training twice. A cache in the earlier format
+(``params.npz`` + ``meta.json``, same recipe) is still read as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,14 @@ import optax
 from flax import nnx
 
 from rdfia_jax import paths
+from rdfia_jax.data.batching import map_batches
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.models import forward
 from rdfia_jax.models.small import SMALL_NAME, SmallCNN
 from rdfia_jax.preprocess import Preprocessing
-from rdfia_jax.progress import Progress
+from rdfia_jax.train import checkpoint, loop
+from rdfia_jax.train.optim import apply_optimizer, init_optimizer
 from rdfia_jax import xla
 
 # Bump when the architecture or training recipe changes: older caches are then retrained.
@@ -80,8 +84,8 @@ DEFAULT_CONFIGS = {"mnist": TrainConfig(epochs=3), "fashion_mnist": TrainConfig(
                    "digits": TrainConfig(epochs=40, batch_size=64)}
 
 
-def _load(dataset: str, split: str, data_dir):
-    """The ArrayDataset of ``rdfia_jax.data`` (falls back to its digit loaders directly)."""
+def load_split(dataset: str, split: str, data_dir=None):
+    """The ``split`` ("train" or "test") of a classifier dataset, as an ``rdfia_jax.data`` ArrayDataset."""
     try:
         from rdfia_jax.data import load  # the public loader
     except ImportError:
@@ -93,6 +97,9 @@ def _load(dataset: str, split: str, data_dir):
             return _digits.load_fashion_mnist(split, data_dir)
         return _digits.load_mnist(split, data_dir)
     return load(dataset, split, data_dir=data_dir)
+
+
+_load = load_split  # the earlier private name (kept for callers not yet moved to load_split)
 
 
 @xla.jit(static_argnums=(0, 3))
@@ -134,19 +141,16 @@ class Classifier:
 
     def _batched(self, x: Any, layer: str | None) -> jnp.ndarray:
         x = to_unit_float(x)
-        n = x.shape[0]
         capture = () if layer is None else (layer,)
-        if n <= _EVAL_BATCH:
-            out = _apply_jit(self.graphdef, self.params, x, capture)
+
+        def fn(xb):
+            out = _apply_jit(self.graphdef, self.params, xb, capture)
             return out[0] if layer is None else out[1][layer]
-        # Fixed-size chunks (last one padded) so big inputs compile one shape only.
-        pad = (-n) % _EVAL_BATCH
-        xp = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-        outs = []
-        for i in range(0, n + pad, _EVAL_BATCH):
-            out = _apply_jit(self.graphdef, self.params, xp[i:i + _EVAL_BATCH], capture)
-            outs.append(out[0] if layer is None else out[1][layer])
-        return jnp.concatenate(outs)[:n]
+
+        if x.shape[0] == 0:
+            raise RdfiaError("the classifier got no images (an empty batch)")
+        # Chunks of _EVAL_BATCH (the last one padded) so big inputs compile one shape only.
+        return jnp.asarray(map_batches(fn, np.asarray(x), min(x.shape[0], _EVAL_BATCH)))
 
     def logits(self, x: Any) -> jnp.ndarray:
         """Logits (N, 10) of images (N, 28, 28, 1): float32 in [0, 1] (uint8 is divided by 255)."""
@@ -176,20 +180,44 @@ def _new_model(seed: int) -> SmallCNN:
     return SmallCNN(rngs=nnx.Rngs(seed))
 
 
-def _flat_params(state: nnx.State) -> dict[str, np.ndarray]:
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(state)}
+def _fingerprint(dataset: str, seed: int) -> dict:
+    return {"model": SMALL_NAME, "dataset": dataset, "seed": int(seed), "recipe_version": FORMAT_VERSION}
 
 
-def _load_cached(path: Path, seed: int) -> tuple[nnx.GraphDef, nnx.State, dict] | None:
+def _store(path: Path, dataset: str, seed: int) -> checkpoint.CheckpointStore:
+    return checkpoint.CheckpointStore(path, fingerprint=_fingerprint(dataset, seed), keep=1)
+
+
+def _has_steps(path: Path) -> bool:
+    return path.is_dir() and any(p.name.isdigit() and p.is_dir() for p in path.iterdir())
+
+
+def _load_cached(path: Path, dataset: str, seed: int) -> tuple[nnx.GraphDef, nnx.State, dict] | None:
+    """The cached network, or None when there is none (or one of an earlier recipe: retrained)."""
+    graphdef, target = nnx.split(_new_model(seed))
+    if not _has_steps(path):
+        return _load_legacy(path, graphdef, target)
+    with _store(path, dataset, seed) as store:
+        saved = store.read_metadata()
+        if saved["fingerprint"] != store.fingerprint:
+            return None  # another recipe version: retrain
+        params, meta = store.restore(target)
+    return graphdef, params, meta
+
+
+def _load_legacy(path: Path, graphdef: nnx.GraphDef, target: nnx.State):
+    """A cache of the earlier format (``params.npz`` + ``meta.json``, recipe version 1), read in place."""
     meta_file, params_file = path / "meta.json", path / "params.npz"
     if not (meta_file.is_file() and params_file.is_file()):
         return None
-    meta = json.loads(meta_file.read_text())
+    try:
+        meta = json.loads(meta_file.read_text())
+        with np.load(params_file) as stored:
+            stored = dict(stored)
+    except (OSError, ValueError) as err:
+        raise RdfiaError(f"classifier cache {path} cannot be read ({err}); delete it to retrain") from err
     if meta.get("format_version") != FORMAT_VERSION:
         return None
-    graphdef, state = nnx.split(_new_model(seed))
-    with np.load(params_file) as stored:
-        stored = dict(stored)
 
     def fill(p, v):
         key = jax.tree_util.keystr(p)
@@ -197,8 +225,7 @@ def _load_cached(path: Path, seed: int) -> tuple[nnx.GraphDef, nnx.State, dict] 
             raise RdfiaError(f"{params_file}: parameter {key} missing or of the wrong shape; delete {path} to retrain")
         return jnp.asarray(stored[key], v.dtype)
 
-    state = jax.tree_util.tree_map_with_path(fill, state)
-    return graphdef, state, meta
+    return graphdef, jax.tree_util.tree_map_with_path(fill, target), meta
 
 
 @contextlib.contextmanager
@@ -232,7 +259,7 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
       ``(graphdef, params, meta)``; ``meta["test_accuracy"]`` is measured on the test split.
     """
     config = config or DEFAULT_CONFIGS[dataset]
-    train, test = _load(dataset, "train", data_dir), _load(dataset, "test", data_dir)
+    train, test = load_split(dataset, "train", data_dir), load_split(dataset, "test", data_dir)
     if train.images.shape[1:] != (28, 28, 1):
         raise RdfiaError(f"the small classifier needs 28x28 grayscale data; {dataset} has shape {train.images.shape[1:]}")
     n = len(train)
@@ -241,40 +268,37 @@ def train_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, co
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.peak_lr, min(200, total // 10), total)
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
     graphdef, params = nnx.split(_new_model(seed))
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = tx.init(params)
+    images, labels = np.asarray(train.images), np.asarray(train.labels)
+    orders: dict[int, np.ndarray] = {}
 
-    @xla.jit
-    def step(params, opt_state, images_u8, labels):
+    def get_batch(epoch: int, index: int):
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        idx = orders[epoch][index * config.batch_size:(index + 1) * config.batch_size]
+        return images[idx], labels[idx]
+
+    def step(state, batch, step_index):
+        params, opt_state = state
+        images_u8, labels = batch
+
         def loss_fn(p):
             logits, _ = forward(graphdef, p, images_u8.astype(jnp.float32) / jnp.float32(255.0))
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        # optax's schedules mix Python floats with int32 step counts: standard promotion here, so the
-        # step also traces under a strict-promotion config (the test suite's).
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
+        return apply_optimizer(tx, grads, opt_state, params), {"loss": loss}
 
-    images, labels = np.asarray(train.images), np.asarray(train.labels)
-    start = time.time()
-    bar = Progress(total, f"training small classifier ({dataset}, seed {seed})", unit="steps", enabled=progress)
-    loss = jnp.zeros(())
-    for epoch in range(config.epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        for i in range(steps_per_epoch):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            params, opt_state, loss = step(params, opt_state, images[idx], labels[idx])
-            bar.update(1)
-        bar.set_postfix({"loss": float(loss)})
-    bar.close()
-    elapsed = time.time() - start
+    result = loop.run(step, (params, init_optimizer(tx, params)), get_batch, steps_per_epoch=steps_per_epoch,
+                      epochs=config.epochs, progress=progress, data_parallel=False,
+                      desc=f"training small classifier ({dataset}, seed {seed})")
+    params = result.state[0]
     acc = accuracy(graphdef, params, test.images, test.labels)
     meta = {"format_version": FORMAT_VERSION, "model": SMALL_NAME, "dataset": dataset, "seed": seed,
             "data": train.description, "is_real_mnist": bool(getattr(train, "is_real_mnist", dataset == "mnist")),
-            "config": dataclasses.asdict(config), "train_seconds": round(elapsed, 1),
-            "final_loss": float(loss), "test_accuracy": acc, "test_size": len(test)}
+            "config": dataclasses.asdict(config), "train_steps": result.steps_done,
+            "train_seconds": round(result.seconds, 1),
+            "final_loss": float(result.history["loss"][-1]), "test_accuracy": acc, "test_size": len(test)}
     return graphdef, params, meta
 
 
@@ -297,23 +321,23 @@ def get_classifier(dataset: str = "mnist", seed: int = 0, *, data_dir=None, trai
         raise RdfiaError(f"unknown classifier dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     seed = int(seed)
     path = _cache_path(dataset, seed)
-    loaded = _load_cached(path, seed)
+    loaded = _load_cached(path, dataset, seed)
     if loaded is None:
         if not train_if_missing:
             raise RdfiaError(f"no trained {dataset} classifier (seed {seed}) in {path}; call get_classifier("
                              f"{dataset!r}, seed={seed}) with train_if_missing=True to train it (about a minute)")
         with _lock(path):
-            loaded = _load_cached(path, seed)  # another process may have trained it while we waited
+            loaded = _load_cached(path, dataset, seed)  # another process may have trained it while we waited
             if loaded is None:
                 graphdef, params, meta = train_classifier(dataset, seed, data_dir=data_dir, config=config,
                                                           progress=progress)
                 with atomic_path(path, is_dir=True) as tmp:
-                    np.savez(tmp / "params.npz", **_flat_params(params))
-                    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+                    with _store(tmp, dataset, seed) as store:
+                        store.save(meta["train_steps"], params, meta)
                 loaded = graphdef, params, meta
     graphdef, params, meta = loaded
     return Classifier(dataset, seed, graphdef, params, float(meta["test_accuracy"]), meta)
 
 
 __all__ = ["Classifier", "get_classifier", "train_classifier", "TrainConfig", "DEFAULT_CONFIGS", "UNIT_GRAY",
-           "accuracy", "to_unit_float", "UnitPreprocessing"]
+           "accuracy", "to_unit_float", "UnitPreprocessing", "load_split"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from rdfia_jax import classifier as clf_mod
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.train import checkpoint
 
 FAST = clf_mod.TrainConfig(epochs=4, batch_size=64, peak_lr=3e-3)
 
@@ -19,11 +21,21 @@ def tmp_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _no_training(*a, **k):
+    raise AssertionError("retrained although cached")
+
+
 def test_train_cache_and_reload(tmp_cache, monkeypatch):
     clf = clf_mod.get_classifier("digits", seed=0, config=FAST, progress=False)
     folder = tmp_cache / "classifier" / "digits-seed0"
-    meta = json.loads((folder / "meta.json").read_text())
-    assert (folder / "params.npz").is_file() and meta["dataset"] == "digits" and not meta["is_real_mnist"]
+    # the cache is a CheckpointStore: one step folder (= training steps), checksummed arrays
+    steps_done = 4 * (1437 // 64)
+    assert sorted(p.name for p in folder.iterdir()) == [str(steps_done)]
+    meta = checkpoint.CheckpointStore(folder, fingerprint=None).read_metadata()
+    assert meta["fingerprint"] == {"model": "mnist-small", "dataset": "digits", "seed": 0, "recipe_version": 1}
+    assert len(meta["checksums"]) == len(jax.tree_util.tree_leaves(clf.params))
+    user = meta["user"]
+    assert user["dataset"] == "digits" and not user["is_real_mnist"] and user["train_steps"] == steps_done
     assert clf.test_accuracy > 0.85, clf.test_accuracy
     assert not list(tmp_cache.glob("classifier/.*partial"))  # nothing half-written left behind
 
@@ -33,14 +45,50 @@ def test_train_cache_and_reload(tmp_cache, monkeypatch):
     np.testing.assert_allclose(np.asarray(clf.apply(clf.params, x[:5])[0]), np.asarray(logits[:5]), atol=1e-4)
     _, acts = clf.apply(clf.params, x[:2], ("relu3",))
     np.testing.assert_allclose(np.asarray(acts["relu3"]), np.asarray(feats[:2]), atol=1e-4)
+    with pytest.raises(RdfiaError, match="no images"):
+        clf.logits(x[:0])
 
-    def no_training(*a, **k):
-        raise AssertionError("retrained although cached")
-
-    monkeypatch.setattr(clf_mod, "train_classifier", no_training)
+    monkeypatch.setattr(clf_mod, "train_classifier", _no_training)
     again = clf_mod.get_classifier("digits", seed=0)
-    np.testing.assert_allclose(np.asarray(again.logits(x[:7])), np.asarray(logits[:7]), atol=1e-5)
-    assert again.test_accuracy == clf.test_accuracy
+    np.testing.assert_array_equal(np.asarray(again.logits(x[:7])), np.asarray(clf.logits(x[:7])))
+    assert again.test_accuracy == clf.test_accuracy and again.meta == clf.meta
+
+    # an earlier-format cache (params.npz + meta.json, same recipe) is read in place, not retrained
+    legacy = tmp_cache / "classifier" / "digits-seed5"
+    legacy.mkdir()
+    np.savez(legacy / "params.npz", **{jax.tree_util.keystr(p): np.asarray(v)
+                                       for p, v in jax.tree_util.tree_leaves_with_path(clf.params)})
+    (legacy / "meta.json").write_text(json.dumps(dict(clf.meta, format_version=1, seed=5)))
+    old = clf_mod.get_classifier("digits", seed=5)
+    np.testing.assert_array_equal(np.asarray(old.logits(x[:7])), np.asarray(clf.logits(x[:7])))
+    assert sorted(p.name for p in legacy.iterdir()) == ["meta.json", "params.npz"]  # left as it was
+
+    # a damaged cache is reported (naming the step folder), not silently used
+    data = [p for p in (folder / str(steps_done) / "arrays").rglob("*") if p.is_file() and p.parent.name == "d"]
+    big = max(data, key=lambda p: p.stat().st_size)
+    raw = bytearray(big.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    big.write_bytes(bytes(raw))
+    with pytest.raises(RdfiaError, match=rf"checkpoint {folder / str(steps_done)} is damaged"):
+        clf_mod.get_classifier("digits", seed=0)
+
+
+def test_earlier_recipe_caches_are_retrained(tmp_cache, monkeypatch):
+    legacy = tmp_cache / "classifier" / "digits-seed2"
+    legacy.mkdir(parents=True)
+    np.savez(legacy / "params.npz", w=np.zeros(3))
+    (legacy / "meta.json").write_text(json.dumps({"format_version": 0}))
+    calls = []
+
+    def fake_training(dataset, seed, **kw):
+        calls.append(seed)
+        graphdef, params = clf_mod.nnx.split(clf_mod._new_model(seed))
+        return graphdef, params, {"test_accuracy": 0.5, "train_steps": 3}
+
+    monkeypatch.setattr(clf_mod, "train_classifier", fake_training)
+    clf = clf_mod.get_classifier("digits", seed=2)
+    assert calls == [2] and clf.test_accuracy == 0.5
+    assert sorted(p.name for p in legacy.iterdir()) == ["3"]  # replaced by the new format, atomically
 
 
 def test_seeds_differ_and_errors(tmp_cache):
@@ -56,6 +104,12 @@ def test_seeds_differ_and_errors(tmp_cache):
         a.logits(np.zeros((2, 32, 32, 1), np.float32))
 
 
+def test_load_split_is_public():
+    test = clf_mod.load_split("digits", "test")
+    assert test.images.shape[1:] == (28, 28, 1) and len(test) == len(test.labels) > 0
+    assert clf_mod._load is clf_mod.load_split  # the earlier private name, until its callers move
+
+
 @pytest.mark.realdata
 def test_cached_mnist_classifier_accuracy(shared_data):
     """The cached MNIST network (seed 0) reaches >= 99 % on the real test set (skips if not trained yet)."""
@@ -63,6 +117,6 @@ def test_cached_mnist_classifier_accuracy(shared_data):
         clf = clf_mod.get_classifier("mnist", seed=0, train_if_missing=False)
     except RdfiaError as err:
         pytest.skip(f"MNIST classifier not cached yet: {err}")
-    test = clf_mod._load("mnist", "test", shared_data)
+    test = clf_mod.load_split("mnist", "test", shared_data)
     acc = float(np.mean(clf.predict(test.images) == test.labels))
     assert acc >= 0.99, acc

@@ -171,3 +171,201 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
     assert lines[-1].startswith(f"toy: {total}/{total} steps (100 %)")
     assert "steps/s" in lines[-1] and "eta 0 s" in lines[-1]
     assert "loss" in lines[-1]  # the latest metrics ride along
+
+
+# ------------------------------------------------------------------------- damaged checkpoints (issue 22)
+
+def _array_files(step_dir):
+    """The orbax/tensorstore data files of a step folder (OCDBT chunk files under ``arrays/``)."""
+    return [p for p in (step_dir / "arrays").rglob("*") if p.is_file() and p.parent.name == "d"]
+
+
+def _flip(path, n):
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2 - n // 2
+    for i in range(mid, mid + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("n_bytes", [1, 4096])
+def test_flipped_bytes_in_a_checkpoint_are_detected(tmp_path, n_bytes):
+    """One flipped byte in random (incompressible) data decodes to other numbers: the checksum catches
+    it; 4 KB flipped make tensorstore's decompression fail: still an RdfiaError naming the step."""
+    rng = np.random.default_rng(0)
+    state = {"w": rng.normal(size=(20000,)).astype(np.float32), "b": np.ones(3, np.float32)}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    store.save(3, state, {"epoch": 1})
+    store.save(6, state, {"epoch": 2})
+    big = max(_array_files(tmp_path / "ck" / "6"), key=lambda p: p.stat().st_size)
+    size = big.stat().st_size
+    assert size > 3 * 4096
+    _flip(big, n_bytes)
+    assert big.stat().st_size == size
+    step_dir = tmp_path / "ck" / "6"
+    with pytest.raises(RdfiaError) as info:
+        store.restore(state)
+    msg = str(info.value)
+    assert f"checkpoint {step_dir} is damaged" in msg
+    assert f"delete {step_dir} to resume from step 3" in msg
+    if n_bytes == 1:
+        assert "checksum mismatch in array ['w']" in msg
+    restored, meta = store.restore(state, step=3)  # the way back works
+    assert meta == {"epoch": 1} and np.array_equal(np.asarray(restored["w"]), state["w"])
+
+
+def test_damage_with_no_older_checkpoint_says_so(tmp_path):
+    state = {"w": np.random.default_rng(1).normal(size=(5000,)).astype(np.float32)}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    store.save(4, state)
+    _flip(max(_array_files(tmp_path / "ck" / "4"), key=lambda p: p.stat().st_size), 1)
+    with pytest.raises(RdfiaError, match="no earlier checkpoint exists: delete .*4 to start over"):
+        store.restore(state)
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "garbled"])
+def test_missing_or_broken_metadata_is_a_clear_error(tmp_path, damage):
+    state = {"w": np.arange(6, dtype=np.float32)}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    store.save(2, state)
+    store.save(5, state)
+    meta_file = tmp_path / "ck" / "5" / "meta" / "metadata"
+    if damage == "missing":
+        meta_file.unlink()
+    elif damage == "empty":
+        meta_file.write_text("")
+    else:
+        meta_file.write_text(meta_file.read_text()[:30])
+    word = {"missing": "is missing", "empty": "is empty", "garbled": "is not valid JSON"}[damage]
+    for call in (lambda: store.restore(state), lambda: store.read_metadata()):
+        with pytest.raises(RdfiaError, match=rf"checkpoint metadata {meta_file} {word}") as info:
+            call()
+        assert f"delete {tmp_path / 'ck' / '5'} to resume from step 2" in str(info.value)
+
+
+def test_fingerprint_mismatch_names_only_the_differing_keys(tmp_path):
+    state = {"w": np.arange(6, dtype=np.float32)}
+    fp = {"model": "tiny", "gan": {"lr_d": 0.0002, "lr_g": 0.0002, "nz": 100}, "seed": 0}
+    checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=fp).save(1, state, {"a": 1})
+    other = {"model": "tiny", "gan": {"lr_d": 2e-05, "lr_g": 0.0002, "nz": 64}, "seed": 0}
+    with pytest.raises(RdfiaError) as info:
+        checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=other).restore(state)
+    msg = str(info.value)
+    assert "another configuration (gan.lr_d 0.0002 -> 2e-05, gan.nz 100 -> 64)" in msg
+    assert "lr_g" not in msg and "model" not in msg and "'" not in msg.split("configuration")[1]
+    # only gan.lr_d may change: gan.nz still refused, and named alone
+    with pytest.raises(RdfiaError, match=r"\(gan.nz 100 -> 64\)"):
+        checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=other, may_change=("gan.lr_d",)).restore(state)
+    lower = dict(fp, gan=dict(fp["gan"], lr_d=2e-05))
+    allowed = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=lower, may_change=("gan.lr_d", "gan.lr_g"))
+    _, meta = allowed.restore(state)
+    assert meta == {"a": 1, "fingerprint_changes": {"gan.lr_d": [0.0002, 2e-05]}}
+    same = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=fp, may_change=("gan.lr_d",))
+    assert same.restore(state)[1]["fingerprint_changes"] == {}
+    # a key added or removed is named too
+    with pytest.raises(RdfiaError, match=r"\(extra \(absent\) -> 1\)"):
+        checkpoint.CheckpointStore(tmp_path / "ck", fingerprint=dict(fp, extra=1)).restore(state)
+
+
+def _lr_setup(lr):
+    """_setup's regression with the learning rate as a configuration entry."""
+    model = nnx.Linear(FEATURES, 1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    tx = optax.adam(lr)
+
+    def step(state, batch, step_index):
+        def loss_fn(params):
+            return jnp.mean((nnx.merge(graphdef, params)(batch["x"])[:, 0] - batch["y"]) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        params, opt = loop.apply_optimizer(tx, grads, state["opt"], state["params"])
+        return {"params": params, "opt": opt}, {"loss": loss}
+
+    return {"params": params, "opt": tx.init(params)}, step
+
+
+def test_resume_with_an_allowed_change_is_printed_and_recorded(tmp_path, capsys):
+    state, step = _lr_setup(0.05)
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 0.05}})
+    loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=1, store=store, progress=False)
+    state, step = _lr_setup(0.01)
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny", "config": {"lr": 0.01}},
+                                       may_change=("config.lr",))
+    result = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=2, store=store, resume=True,
+                      save_every=2, progress=False)
+    assert "resuming from step 5 of 10; changed: config.lr 0.05 -> 0.01" in capsys.readouterr().err
+    change = {"step": 5, "key": "config.lr", "old": 0.05, "new": 0.01}
+    assert result.changes == [change] and result.resumed_from == 5 and result.steps_done == 10
+    for s in store.all_steps():  # every later checkpoint records it
+        assert store.read_metadata(s)["user"]["changes"] == [change]
+    # a further resume (same settings) keeps the record
+    result = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=3, store=store, resume=True, progress=False)
+    assert "resuming from step 10 of 15" in capsys.readouterr().err
+    assert result.changes == [change] and store.read_metadata(15)["user"]["changes"] == [change]
+
+
+def test_resume_asking_for_fewer_steps_is_refused_before_any_work(tmp_path):
+    state, step, traces = _setup()
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=4, store=store, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ck").rglob("*")}
+    calls = []
+    hook = loop.Hook(every=1, fn=lambda *a: calls.append(a))
+    state, step, traces = _setup()
+    with pytest.raises(RdfiaError, match=r"checkpoint .* is at step 20 \(epoch 4\); this run asks for 2 epochs = "
+                                         r"10 steps: pass --epochs 4 or more"):
+        loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=2, store=store, resume=True,
+                 hooks=[hook], progress=False)
+    assert not traces and not calls  # nothing compiled, no hook ran
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ck").rglob("*")} == before
+
+
+def test_resume_of_a_finished_run_returns_it_without_training(tmp_path, capsys):
+    state, step, _ = _setup()
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    done = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=2, store=store, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ck").rglob("*")}
+    calls = []
+    state, step, traces = _setup()
+    again = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=2, store=store, resume=True,
+                     hooks=[loop.Hook(every=3, fn=lambda n, st, h: calls.append((n, len(h["loss"]))))],
+                     progress=False)
+    assert "resuming from step 10 of 10 (already finished: nothing to train)" in capsys.readouterr().err
+    assert not traces and again.steps_run == 0 and again.steps_done == 10 and again.resumed_from == 10
+    assert _leaves_equal(again.state, done.state)
+    np.testing.assert_array_equal(again.history["loss"], done.history["loss"])
+    assert calls == [(10, 10)]  # the final hooks see the finished run
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ck").rglob("*")} == before  # nothing rewritten
+
+
+def test_divergence_message_states_facts_only(tmp_path):
+    state, step, _ = _setup(poison_at=2)
+    result = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=1, on_divergence="return", progress=False)
+    assert result.message == "training diverged at step 2 (epoch 0, batch 2): loss=nan; no checkpoint was written"
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    state, step, _ = _setup(poison_at=2)
+    result = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=1, store=store, on_divergence="return",
+                      progress=False)
+    assert result.message.endswith("; no checkpoint was written")  # an empty store: none either
+    state, step, _ = _setup(poison_at=8)
+    store2 = checkpoint.CheckpointStore(tmp_path / "ck2", fingerprint={"model": "tiny"})
+    result = loop.run(step, state, _get_batch, steps_per_epoch=5, epochs=2, store=store2, save_every=5,
+                      on_divergence="return", progress=False)
+    assert result.message == (f"training diverged at step 8 (epoch 1, batch 3): loss=nan; last good checkpoint: "
+                               f"step 5 in {tmp_path / 'ck2'}")
+    assert "--resume" not in result.message and "learning rate" not in result.message
+
+
+def test_checkpoints_written_before_checksums_still_restore(tmp_path):
+    """A format-1 checkpoint (no checksums in its metadata) restores as before, unchecked."""
+    import json
+
+    state = {"w": np.arange(6, dtype=np.float32)}
+    store = checkpoint.CheckpointStore(tmp_path / "ck", fingerprint={"model": "tiny"})
+    store.save(1, state, {"a": 1})
+    meta_file = tmp_path / "ck" / "1" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert len(meta.pop("checksums")) == 1
+    meta_file.write_text(json.dumps(dict(meta, format_version=1)))
+    restored, user = store.restore(state)
+    assert user == {"a": 1} and np.array_equal(np.asarray(restored["w"]), state["w"])

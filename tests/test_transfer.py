@@ -230,6 +230,26 @@ def test_svm_c_sweep_and_head_beat_chance():
     assert not np.allclose(np.asarray(tuned["params"]["hidden"][0]["kernel"]), hidden[0]["kernel"])
 
 
+def test_head_trains_through_the_shared_loop_and_stops_on_nan(monkeypatch):
+    """The head runs in train.loop.run: a NaN feature stops it with TrainingDiverged (before: chance
+    accuracy, silently), and its one compilation is counted by xla.TraceCounter."""
+    from rdfia_jax.train import loop
+
+    tr_x, tr_y = blobs(seed=0)
+    te_x, te_y = blobs(seed=0, n_per_class=20)
+    head = classifiers.train_head(tr_x, tr_y, te_x, te_y, num_classes=4, epochs=2, batch_size=50)
+    assert head["steps"] == 2 * 3 and head["trace_count"] == 1 and len(head["train_loss"]) == 2
+    bad = tr_x.copy()
+    bad[70, 3] = np.nan
+    with pytest.raises(loop.TrainingDiverged, match=r"training diverged at step \d+ \(epoch 0, batch \d\): loss=nan"):
+        classifiers.train_head(bad, tr_y, te_x, te_y, num_classes=4, epochs=2, batch_size=50)
+    calls = []
+    real_run = loop.run
+    monkeypatch.setattr(loop, "run", lambda *a, **k: calls.append(k["steps_per_epoch"]) or real_run(*a, **k))
+    classifiers.train_head(tr_x, tr_y, te_x, te_y, num_classes=4, epochs=1, batch_size=50)
+    assert calls == [3]  # 120 examples in batches of 50: the ragged last one is masked, not dropped
+
+
 def test_pca_keeps_the_requested_variance_share():
     tr_x, tr_y = blobs(seed=1, dims=60)
     te_x, te_y = blobs(seed=1, dims=60, n_per_class=10)

@@ -1,1 +1,1 @@
-"""Shared training infrastructure: the generic loop and orbax checkpoints (GAN, cGAN, DANN)."""
+"""Shared training infrastructure: the generic loop, orbax checkpoints and optax helpers (every section)."""

@@ -28,7 +28,10 @@ Contract:
   the uninterrupted one bit for bit. A DANN step simply returns 64 source + 64 target images.
 * Global step ``s`` (0-based) is ``epoch * steps_per_epoch + index_in_epoch``. Checkpoint number ``n``
   means "``n`` steps done"; the loop saves every ``save_every`` steps and at the end, with the
-  metric history in the checkpoint's metadata, and a resume continues at step ``n``.
+  metric history in the checkpoint's metadata, and a resume continues at step ``n`` (printing
+  "resuming from step n of M"). A resume asking for fewer steps than ``n`` is refused before any
+  work; settings the store lets change (``may_change``) are printed and recorded under ``"changes"``
+  in every later checkpoint and in :attr:`LoopResult.changes`.
 * After every step the metrics are checked; a NaN/inf metric (or a non-finite floating leaf of the
   state at save time) stops the run with :class:`TrainingDiverged` (an ``RdfiaError``) that
   carries the :class:`LoopResult` so far (``result.state`` is the last finite state); nothing
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -54,23 +58,9 @@ from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax import xla
 from rdfia_jax.progress import Progress
+from rdfia_jax.train.optim import apply_optimizer  # re-exported: steps call loop.apply_optimizer
 
 __all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
-
-
-def apply_optimizer(tx: Any, grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
-    """One optax update: ``(new_params, new_opt_state)``.
-
-    optax's Adam bias correction computes ``decay ** count`` (float ** int32), which the strict dtype
-    promotion used by the test-suite rejects; the update runs under standard promotion so that
-    code using it works under both settings (the arithmetic is unchanged).
-    """
-    import optax
-
-    with jax.numpy_dtype_promotion("standard"):
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-    return new_params, new_opt_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +91,8 @@ class LoopResult:
       first_step_seconds: wall time of this call's first step (includes jit compilation), so that
         ``(seconds - first_step_seconds) / (steps_run - 1)`` is the steady-state time per step
         (hooks and checkpoint saves included).
+      changes: settings changed on resume (the store's ``may_change`` keys), over the whole run:
+        ``[{"step": resumed_at, "key": dotted key, "old": ..., "new": ...}, ...]``.
     """
 
     state: Any
@@ -113,6 +105,7 @@ class LoopResult:
     seconds: float = 0.0
     steps_run: int = 0
     first_step_seconds: float = 0.0
+    changes: list = dataclasses.field(default_factory=list)
 
 
 class TrainingDiverged(RdfiaError):
@@ -176,6 +169,14 @@ def array_batches(arrays: Any, batch_size: int, seed: int, *, stream: int = 0) -
     return get_batch, steps_per_epoch
 
 
+def _last_good(store: Any) -> str:
+    """Where the run can be taken up again: the last checkpoint, or that there is none."""
+    latest = store.latest_step() if store is not None else None
+    if latest is None:
+        return "no checkpoint was written"
+    return f"last good checkpoint: step {latest} in {store.directory}"
+
+
 def _history_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
@@ -208,8 +209,11 @@ def run(
       epochs: number of epochs.
       store: a :class:`~rdfia_jax.train.checkpoint.CheckpointStore`, or None for no checkpoints.
       save_every: save a checkpoint every this many steps (and always at the end).
-      resume: continue from the store's latest checkpoint when there is one. When False and the
-        store already holds checkpoints, RdfiaError (so a run never silently mixes with an old one).
+      resume: continue from the store's latest checkpoint when there is one (printing "resuming
+        from step N of M" and any setting the store's ``may_change`` let differ). When False and
+        the store already holds checkpoints, RdfiaError (so a run never silently mixes with an old
+        one). A checkpoint beyond ``epochs * steps_per_epoch`` is refused before any work; one at
+        exactly that step returns the finished state without training (final hooks still run).
       hooks: :class:`Hook` callbacks.
       metadata: extra JSON data saved with every checkpoint (under ``"run"``).
       on_divergence: "raise" (:class:`TrainingDiverged`) or "return" (result with diverged=True).
@@ -231,6 +235,7 @@ def run(
     total = steps_per_epoch * epochs
     state = init_state
     history: dict[str, list[float]] = {}
+    changes: list[dict] = []
     start = 0
     resumed_from = None
     if store is not None:
@@ -241,15 +246,31 @@ def run(
                     f"{store.directory} already holds checkpoints (latest step {latest}); pass "
                     "--resume to continue that run, or choose a new output folder"
                 )
-            state, meta = store.restore(init_state, latest)
-            if meta.get("steps_per_epoch") != steps_per_epoch:
+            saved = store.read_metadata(latest)["user"]  # cheap checks before the arrays are read
+            if saved.get("steps_per_epoch") != steps_per_epoch:
                 raise RdfiaError(
-                    f"checkpoint {store.directory / str(latest)} used {meta.get('steps_per_epoch')} "
+                    f"checkpoint {store.directory / str(latest)} used {saved.get('steps_per_epoch')} "
                     f"steps per epoch, this run {steps_per_epoch} (different data or batch size)"
                 )
-            # (a resumed run may extend the number of epochs, so total_steps is not compared)
+            if latest > total:
+                need = -(-latest // steps_per_epoch)
+                raise RdfiaError(
+                    f"checkpoint {store.directory / str(latest)} is at step {latest} (epoch "
+                    f"{latest / steps_per_epoch:g}); this run asks for {epochs} epoch{'s' * (epochs != 1)} = "
+                    f"{total} steps: pass --epochs {need} or more"
+                )
+            state, meta = store.restore(init_state, latest)
             history = {k: list(v) for k, v in meta.get("history", {}).items()}
+            changes = list(meta.get("changes", []))
+            new = meta.get("fingerprint_changes") or {}
+            changes += [{"step": latest, "key": k, "old": old, "new": nw} for k, (old, nw) in new.items()]
             start = resumed_from = latest
+            note = f"resuming from step {latest} of {total}"
+            if new:
+                note += "; changed: " + ", ".join(f"{k} {old} -> {nw}" for k, (old, nw) in new.items())
+            if latest == total:
+                note += " (already finished: nothing to train)"
+            print(note, file=sys.stderr, flush=True)
     step_fn = xla.jit(step) if jit else step
     n_devices = jax.local_device_count() if data_parallel is True else int(data_parallel or 1)
     mesh = parallel.data_mesh(n_devices) if n_devices > 1 else None
@@ -267,6 +288,7 @@ def run(
                 "steps_per_epoch": steps_per_epoch,
                 "total_steps": total,
                 "history": history,
+                "changes": changes,
                 "run": metadata or {},
             },
         )
@@ -291,8 +313,7 @@ def run(
             if bad:
                 diverged_msg = (
                     f"training diverged at step {s} (epoch {epoch}, batch {index}): "
-                    + ", ".join(f"{k}={values[k]}" for k in bad)
-                    + (f"; last good checkpoint: step {store.latest_step()} in {store.directory}" if store is not None and store.latest_step() is not None else "")
+                    + ", ".join(f"{k}={values[k]}" for k in bad) + "; " + _last_good(store)
                 )
                 break
             for k, v in values.items():
@@ -306,8 +327,8 @@ def run(
             if store is not None and (steps_done % save_every == 0 or steps_done == total):
                 if not all_finite(state):
                     diverged_msg = (
-                        f"training diverged before step {steps_done}: the state holds NaN/inf"
-                        + (f"; last good checkpoint: step {store.latest_step()} in {store.directory}" if store.latest_step() is not None else "")
+                        f"training diverged before step {steps_done} (epoch {s // steps_per_epoch}, batch "
+                        f"{s % steps_per_epoch}): the state holds NaN/inf; " + _last_good(store)
                     )
                     break
                 checkpoint_now(steps_done, state)
@@ -332,6 +353,7 @@ def run(
         seconds=train_seconds,
         steps_run=steps_done - start,
         first_step_seconds=first_step_seconds,
+        changes=changes,
     )
     if diverged_msg and on_divergence == "raise":
         raise TrainingDiverged(diverged_msg, result)

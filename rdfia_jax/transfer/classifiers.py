@@ -16,9 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rdfia_jax.data.batching import epoch_order
+from rdfia_jax.data.batching import epoch_order, map_batches
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.train import loop
+from rdfia_jax.train.optim import apply_optimizer, init_optimizer
 from rdfia_jax import xla
+
+_EVAL_BATCH = 4096  # test features per prediction call
 
 
 def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -140,6 +144,7 @@ def pca_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
 
 # ----------------------------------------------------------------------------------------------
 # A new fully-connected head (optionally with the last layers fine-tuned), trained with optax
+# through the shared loop (rdfia_jax.train.loop.run)
 # ----------------------------------------------------------------------------------------------
 
 def _dense_init(key: jax.Array, d_in: int, d_out: int) -> dict:
@@ -178,7 +183,10 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
       hidden: layers to fine-tune before the new head.
     Returns:
       dict with ``test_accuracy`` (per epoch, list), ``train_loss`` (per epoch), ``accuracy`` (last),
-      ``fit_s``, ``steps``, ``trace_count``.
+      ``fit_s``, ``steps``, ``trace_count``, ``params``.
+    Raises:
+      RdfiaError: bad inputs; :class:`~rdfia_jax.train.loop.TrainingDiverged` when the loss becomes
+        NaN/inf (e.g. a learning rate far too high).
     """
     _check_xy(train_x, train_y, "train")
     _check_xy(test_x, test_y, "test")
@@ -195,54 +203,61 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
         tx = optax.adam(learning_rate)
     else:
         raise RdfiaError(f"unknown optimizer {optimizer!r}; choose sgd or adam")
-    opt_state = tx.init(params)
-    counter = {"traces": 0}
+    traces = xla.TraceCounter()
 
     def loss_fn(p, x, y, mask):
         logits = head_apply(p, x)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), jnp.float32(1.0))
 
-    @xla.jit
-    def step(p, s, x, y, mask):
-        counter["traces"] += 1
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, mask)
-        # optax's Adam bias correction computes float ** int32 count, which strict dtype promotion
-        # (turned on in the test suite) rejects; the update itself is unaffected by this scope.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, s = tx.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss
+    def step(state, batch, step_index):
+        p, s = state
+        loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
+        return apply_optimizer(tx, grads, s, p), {"loss": loss}
 
     @xla.jit
     def predict(p, x):
         return jnp.argmax(head_apply(p, x), axis=-1)
 
     train_x = np.asarray(train_x, np.float32)
-    test_x_dev = jnp.asarray(test_x, jnp.float32)
+    test_x = np.asarray(test_x, np.float32)
     n = train_x.shape[0]
     bs = min(batch_size, n)
-    curve, losses = [], []
-    t0 = time.perf_counter()
-    steps = 0
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, epoch)
-        epoch_loss, count = 0.0, 0
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            mask = np.zeros(bs, np.float32)
-            mask[: idx.size] = 1.0
-            idx = np.concatenate([idx, np.zeros(bs - idx.size, np.int64)])  # pad: one compiled shape
-            params, opt_state, loss = step(params, opt_state, jnp.asarray(train_x[idx]),
-                                           jnp.asarray(train_y[idx], jnp.int32), jnp.asarray(mask))
-            epoch_loss += float(loss) * int(mask.sum())
-            count += int(mask.sum())
-            steps += 1
-        losses.append(epoch_loss / count)
-        pred = np.asarray(predict(params, test_x_dev))
+    steps_per_epoch = -(-n // bs)
+    # examples in each step of an epoch: the last batch is partial, padded to one shape and masked
+    counts = [min(bs, n - i * bs) for i in range(steps_per_epoch)]
+    orders: dict[int, np.ndarray] = {}
+
+    def get_batch(epoch: int, index: int):
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.asarray(epoch_order(n, seed, epoch))
+        idx = orders[epoch][index * bs:(index + 1) * bs]
+        mask = np.zeros(bs, np.float32)
+        mask[: idx.size] = 1.0
+        idx = np.concatenate([idx, np.zeros(bs - idx.size, np.int64)])
+        return train_x[idx], np.asarray(train_y[idx], np.int32), mask
+
+    curve: list[float] = []
+
+    def evaluate(steps_done: int, state, history) -> None:
+        pred = map_batches(lambda x: predict(state[0], x), test_x, min(len(test_x), _EVAL_BATCH))
         curve.append(float(np.mean(pred == test_y)))
+
+    t0 = time.perf_counter()
+    result = loop.run(traces.wrap(step, "head_step"), (params, init_optimizer(tx, params)), get_batch,
+                      steps_per_epoch=steps_per_epoch, epochs=epochs, progress=False, data_parallel=False,
+                      hooks=[loop.Hook(every=steps_per_epoch, fn=evaluate)])
     fit_s = time.perf_counter() - t0
-    return {"test_accuracy": curve, "train_loss": losses, "accuracy": curve[-1], "fit_s": fit_s, "steps": steps,
-            "trace_count": counter["traces"], "params": params}
+    step_losses = result.history["loss"]
+    losses = []
+    for epoch in range(epochs):
+        epoch_loss = 0.0
+        for i, count in enumerate(counts):
+            epoch_loss += float(step_losses[epoch * steps_per_epoch + i]) * count
+        losses.append(epoch_loss / n)
+    return {"test_accuracy": curve, "train_loss": losses, "accuracy": curve[-1], "fit_s": fit_s,
+            "steps": result.steps_done, "trace_count": traces["head_step"], "params": result.state[0]}
 
 
 __all__ = ["l2_normalize", "svm_accuracy", "c_sweep", "pca_svm", "train_head", "head_apply"]
