@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.images import IMAGE_EXTENSIONS
+from rdfia_jax.data.decode import IMAGE_EXTENSIONS
 from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
@@ -122,7 +122,7 @@ def evaluate(network, paths: list[Path], labels: np.ndarray, *, batch_size: int 
     import jax
 
     from rdfia_jax import models
-    from rdfia_jax.images import load_images, to_unit
+    from rdfia_jax.data.transforms import load_images, to_unit
 
     if limit is not None:
         paths, labels = paths[:limit], labels[:limit]
