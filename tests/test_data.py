@@ -491,6 +491,45 @@ def test_cli_data_list_and_prepare(data_home, capsys):
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err
 
 
+def test_cli_data_list_says_embedded_sets_are_always_available(data_home, capsys):
+    from rdfia_jax.cli import main
+
+    data.load("digits", "train")  # what `gan` / `dann --dataset-pair digits` do: no preparation involved
+    assert main(["data", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert "embedded, always available" in lines["digits"] and "not prepared" not in lines["digits"]
+    assert "embedded, always available" in lines["digits_m"]
+    assert "not prepared" in lines["mnist"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["digits", "--seed", "-1"], "--seed must be >= 0"),
+    (["digits", "--download"], "--download applies to mnist, fashion_mnist and mnistm"),
+    (["mnist", "--data-dir", "FILE"], "--data-dir"),
+    (["mnistm", "--bsds-dir", "FILE"], "--bsds-dir"),
+])
+def test_cli_data_prepare_validates_before_work(argv, needle, data_home, tmp_path, capsys, monkeypatch):
+    from rdfia_jax.cli import main
+
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    (tmp_path / "FILE").write_text("x")
+    argv = [str(tmp_path / "FILE") if a == "FILE" else a for a in argv]
+    assert main(["data", "prepare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_cli_data_prepare_refuses_an_unwritable_data_folder(tmp_path, capsys, monkeypatch):
+    from rdfia_jax.cli import main
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("RDFIA_JAX_DATA", str(tmp_path / "file" / "data"))
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    assert main(["data", "prepare", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write prepared data" in err and "RDFIA_JAX_DATA" in err and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- download (local server)
 
 
