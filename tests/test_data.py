@@ -357,6 +357,22 @@ def test_real_scene15_counts(shared_data):
     assert images[0].dtype == np.uint8 and images[0].shape[-1] in (1, 3)
 
 
+@pytest.mark.realdata
+def test_real_scene15_is_read_like_torchvision_imagefolder(shared_data):
+    """kitchen/image_0172.jpg carries EXIF orientation 6: 15 Scene is read without EXIF rotation, as
+    torchvision's ImageFolder reads it (the practical's numbers), while a user's photo is turned upright."""
+    from rdfia_jax.data.decode import decode
+
+    f = shared_data / "15SceneData" / "train" / "kitchen" / "image_0172.jpg"
+    with Image.open(f) as im:
+        assert im.getexif().get(0x0112) == 6
+        want = np.asarray(im.convert("L"))[..., None]
+    images, labels, names = data.load_scene15(shared_data, "train", progress=False, use_prepared=False)
+    kitchen = [im for im, lab in zip(images, labels) if names[lab] == "kitchen"]
+    assert any(im.shape == want.shape and np.array_equal(im, want) for im in kitchen)
+    assert decode(f, keep_gray=True).shape == (220, 293, 1)  # user path: upright
+
+
 def D_entries(src, split):
     from rdfia_jax.data.datasets.scene15 import _scene15_entries_dir
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdfia_jax.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, array_to_image, decode, decode_image, open_image
+from rdfia_jax.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, array_to_image, decode, open_image
 from rdfia_jax.data.transforms import gan_resize32, imagenet_resize, load_images, prepare_images, resize_image
 from rdfia_jax.errors import RdfiaError
 
@@ -109,15 +109,16 @@ def test_decode_keeps_gray_on_request_and_applies_exif(tmp_path):
     assert kept.shape == (20, 12, 1)
     np.testing.assert_array_equal(kept[..., 0], want)
     np.testing.assert_array_equal(decode(tmp_path / "g.png"), np.repeat(kept, 3, axis=-1))
-    # the 15 Scene path (bytes in) is the same decoder: EXIF applied there too
-    np.testing.assert_array_equal(decode_image((tmp_path / "g.png").read_bytes(), "g.png"), kept)
+    np.testing.assert_array_equal(decode((tmp_path / "g.png").read_bytes(), keep_gray=True), kept)  # bytes in
+    # datasets are read as torchvision's ImageFolder reads them: no EXIF rotation
+    np.testing.assert_array_equal(decode(tmp_path / "g.png", keep_gray=True, exif=False)[..., 0], g)
 
 
 def test_16bit_gray_is_scaled_on_every_path(tmp_path):
     v = np.array([[0, 257, 32896], [65535, 1000, 50000]], dtype=np.uint16)
     Image.fromarray(v).save(tmp_path / "d.png")
     want = np.rint(v / 65535.0 * 255.0).astype(np.uint8)
-    np.testing.assert_array_equal(decode_image((tmp_path / "d.png").read_bytes(), "d.png")[..., 0], want)
+    np.testing.assert_array_equal(decode((tmp_path / "d.png").read_bytes(), keep_gray=True, exif=False)[..., 0], want)
     np.testing.assert_array_equal(decode(tmp_path / "d.png")[..., 1], want)
 
 
@@ -176,7 +177,7 @@ def _png_header(width: int, height: int) -> bytes:
 def test_size_guard_refuses_huge_images_before_decoding(tmp_path, side):
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header(side, side))
-    for call in (lambda: open_image(path), lambda: decode(path), lambda: decode_image(path.read_bytes(), str(path)),
+    for call in (lambda: open_image(path), lambda: decode(path), lambda: decode(path.read_bytes(), name=str(path)),
                  lambda: load_images([path])):
         t0 = time.perf_counter()
         with warnings.catch_warnings():

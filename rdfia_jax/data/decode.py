@@ -1,7 +1,9 @@
 """The one image decoder: file or bytes -> 8-bit RGB (or grayscale) pixels, with the cases a plain
 ``convert("RGB")`` gets wrong handled explicitly.
 
-* EXIF orientation is applied (a phone photo comes out upright).
+* EXIF orientation is applied (a phone photo comes out upright), unless ``exif=False``: datasets
+  are read as torchvision's ``ImageFolder`` reads them (no EXIF), so their numbers match the
+  practical's (one 15 Scene training image, kitchen/image_0172.jpg, carries an EXIF rotation).
 * 16-bit integer images (``I;16*``, and ``I`` holding values above 255) are scaled from their full
   range (65535 -> 255), not clipped; float images (``F``) in [0, 1] are scaled by 255, others are
   taken as 0-255 values (clipped).
@@ -79,11 +81,12 @@ def _open_checked(data: bytes, name: str, max_pixels: int):
     return img
 
 
-def _to_8bit(img):
-    """EXIF-upright, 8-bit Pillow image: ``L`` for gray sources (16-bit / float scaled), else RGB."""
+def _to_8bit(img, exif: bool = True):
+    """8-bit Pillow image (EXIF-upright when ``exif``): ``L`` for gray sources (16-bit / float scaled), else RGB."""
     from PIL import Image, ImageOps
 
-    img = ImageOps.exif_transpose(img)
+    if exif:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
@@ -111,7 +114,8 @@ def _read(source: str | os.PathLike | bytes, name: str | None) -> tuple[bytes, s
         raise RdfiaError(f"cannot read image {path}: {err.strerror or err}") from None
 
 
-def open_image(source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS):
+def open_image(source: str | os.PathLike | bytes, *, name: str | None = None, exif: bool = True,
+               max_pixels: int = MAX_PIXELS):
     """Decode a file (or its bytes) to an 8-bit RGB Pillow image (EXIF-upright, 16-bit/float scaled).
 
     Raises:
@@ -122,32 +126,27 @@ def open_image(source: str | os.PathLike | bytes, *, name: str | None = None, ma
     with _open_checked(data, name, max_pixels) as img:
         try:
             img.load()
-            out = _to_8bit(img)
+            out = _to_8bit(img, exif)
         except (OSError, ValueError, SyntaxError) as err:
             raise RdfiaError(f"{name}: cannot decode this image ({err}); remove or replace the file") from None
     return out.convert("RGB") if out.mode != "RGB" else out
 
 
 def decode(source: str | os.PathLike | bytes, *, name: str | None = None, keep_gray: bool = False,
-           max_pixels: int = MAX_PIXELS) -> np.ndarray:
+           exif: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a file (or its bytes) to a uint8 array: HxWx3 RGB, or HxWx1 for a grayscale source
-    when ``keep_gray`` (15 Scene stores its gray photos that way)."""
+    when ``keep_gray`` (15 Scene stores its gray photos that way); ``exif=False`` for datasets."""
     data, name = _read(source, name)
     with _open_checked(data, name, max_pixels) as img:
         try:
             img.load()
-            out = _to_8bit(img)
+            out = _to_8bit(img, exif)
         except (OSError, ValueError, SyntaxError) as err:
             raise RdfiaError(f"{name}: cannot decode this image ({err}); remove or replace the file") from None
     if out.mode == "L":
         arr = np.asarray(out)[..., None]
         return np.ascontiguousarray(arr if keep_gray else np.repeat(arr, 3, axis=-1), dtype=np.uint8)
     return np.ascontiguousarray(np.asarray(out.convert("RGB")), dtype=np.uint8)
-
-
-def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Image bytes -> uint8 HxWx1 (grayscale kept 1-channel) or HxWx3 RGB (:func:`decode`)."""
-    return decode(data, name=source, keep_gray=True)
 
 
 def to_rgb(img):

@@ -86,7 +86,7 @@ def load_bsds_backgrounds(data_dir=None, bsds_dir=None) -> tuple[list[np.ndarray
         )
     images = []
     for f in files:
-        arr = decode(f)  # the one decoder: RGB, EXIF-upright; an unreadable JPEG names the file
+        arr = decode(f, exif=False)  # as the practical reads them (no EXIF rotation); errors name the file
         if arr.shape[0] <= 28 or arr.shape[1] <= 28:
             raise RdfiaError(f"{f}: image {arr.shape[1]}x{arr.shape[0]} is too small for 28x28 crops")
         images.append(arr)

@@ -9,7 +9,7 @@ import numpy as np
 
 from rdfia_jax import paths
 from rdfia_jax.data import store
-from rdfia_jax.data.decode import IMAGE_EXTENSIONS, decode_image
+from rdfia_jax.data.decode import IMAGE_EXTENSIONS, decode
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.progress import track
 
@@ -108,7 +108,9 @@ def load_scene15(root=None, split: str = "train", *, progress: bool = True, use_
     try:
         for cls, _, where in track(entries, f"15 Scene {split}", unit="img", enabled=progress):
             data = zf.read(where) if zf is not None else Path(where).read_bytes()
-            images.append(decode_image(data, f"{src}:{where}" if zf is not None else str(where)))
+            # as torchvision's ImageFolder reads them (no EXIF rotation), gray kept 1-channel
+            images.append(decode(data, name=f"{src}:{where}" if zf is not None else str(where), keep_gray=True,
+                                 exif=False))
             labels.append(index[cls])
     finally:
         if zf is not None:
