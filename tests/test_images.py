@@ -239,3 +239,27 @@ def test_resize_numbers_unchanged_by_the_merge():
     assert got == BEFORE
     small = resize_image(array_to_image(cases["rgb"]), "crop", 4, resize_to=6)
     np.testing.assert_array_equal(small[..., 0], BEFORE_CROP4)
+
+
+# ----------------------------------------------------------------------------- batched evaluation
+
+
+def test_weights_evaluate_batched_equals_unbatched(tmp_path):
+    """weights.evaluate over map_batches (ragged last batch, several decode chunks) counts exactly what one
+    unbatched forward pass over the same decoded images gives."""
+    from rdfia_jax import models
+    from rdfia_jax.weights import load_network
+    from rdfia_jax.weights.evaluate import evaluate
+
+    rng = np.random.default_rng(9)
+    paths = []
+    for i in range(11):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+        paths.append(tmp_path / f"{i:02d}.png")
+    net = load_network("squeezenet1_1", random_weights=True, seed=0)
+    x = net.preprocessing.normalize(load_images(paths, mode="crop").astype(np.float32) / np.float32(255.0))
+    order = np.argsort(-np.asarray(models.forward(net.graphdef, net.state, x)[0]), axis=1)
+    labels = np.concatenate([order[:4, 0], order[4:8, 3], order[8:, 7]])  # 4 top-1, 4 more top-5, 3 misses
+    for batch_size in (1, 3, 11):  # 1: two decode chunks of 8; 3: ragged last batch
+        res = evaluate(net, paths, labels, batch_size=batch_size)
+        assert (res.n, res.top1_correct, res.top5_correct) == (11, 4, 8)
