@@ -324,3 +324,25 @@ def test_attack_command_normalizes_with_preprocessing(name):
     np.testing.assert_array_equal(_to_pixels(pre, x), np.asarray(pre.denormalize(x)))
     np.testing.assert_allclose(_to_pixels(pre, x), back_old, rtol=0, atol=1e-6)
     np.testing.assert_allclose(_to_pixels(pre, x), images01, rtol=0, atol=1e-6)
+
+
+def test_figures_draw_without_touching_matplotlib_state(tmp_path):
+    import sys
+
+    import matplotlib
+    from PIL import Image
+
+    from rdfia_jax.attacks import figures
+
+    backend = matplotlib.get_backend()
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 8, 8, 1)).astype(np.float32)
+    figures.plot_examples(tmp_path / "ex.png", x, np.clip(x + 0.1, 0, 1), [1, 2], [3, 4], [str(i) for i in range(5)],
+                          fields=rng.normal(size=(2, 8, 8, 2)).astype(np.float32), title="t")
+    figures.plot_robust_accuracy(tmp_path / "curve.png", {"eps": {"pgd": (np.array([0.0, 0.1]), np.array([1.0, 0.5]))}})
+    for name in ("ex.png", "curve.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+    assert matplotlib.get_backend() == backend
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules
