@@ -79,12 +79,9 @@ def load_images(paths: Iterable[str | os.PathLike], mode: str = "resize", size: 
     return np.stack(arrays)
 
 
-def to_float01(images: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1] (torchvision's ``ToTensor`` scaling)."""
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (torchvision's ``ToTensor`` scaling), for the ImageNet models."""
     return np.asarray(images, np.float32) / np.float32(255.0)
-
-
-to_unit = to_float01
 
 
 def gray_to_rgb(images: np.ndarray) -> np.ndarray:
