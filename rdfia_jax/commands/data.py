@@ -102,5 +102,6 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {name:<22} {state:<27} {_WHERE[row['name']]}")
         if row["prepared"]:
             print(f"  {'':<22} {'':<27} at {row['path']}")
-    print(f"  {'imagenet_val_25':<22} {'(read directly)':<27} DIR/imagenet_val_25/imagenet_val_25.npz (X, y; never unpickled)")
+    print(f"  {'imagenet_val_25':<22} {'(read directly)':<27} "
+          "DIR/imagenet_val_25/imagenet_val_25.npz (X, y; never unpickled)")
     return 0

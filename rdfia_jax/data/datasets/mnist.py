@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rdfia_jax import paths
-from rdfia_jax.data.base import SPLITS, ArrayDataset, cached, check_split
+from rdfia_jax.data.base import ArrayDataset, cached, check_split
 from rdfia_jax.data.idx import load_idx_pair
 from rdfia_jax.errors import RdfiaError
 
