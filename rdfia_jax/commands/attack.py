@@ -144,6 +144,7 @@ def _check_args(args) -> None:
 def _load_setup(args):
     """(apply, params, x model-space, labels, class names, preprocessing, box, description, is_small)."""
     from rdfia_jax.attacks import PixelBox, evaluate
+    from rdfia_jax.data.transforms import to_unit
 
     if args.model == SMALL_MODEL:
         from rdfia_jax.classifier import UNIT_GRAY, get_classifier
@@ -151,7 +152,7 @@ def _load_setup(args):
 
         clf = get_classifier("mnist", seed=args.seed, data_dir=args.data_dir)
         test = load("mnist", "test", data_dir=args.data_dir)
-        x_all = np.asarray(test.images, np.float32) / np.float32(255.0)
+        x_all = to_unit(test.images)
         idx = evaluate.correctly_classified(clf.apply, clf.params, x_all, test.labels, args.n_images)
         desc = (f"small MNIST classifier (seed {args.seed}, test accuracy {clf.test_accuracy:.4f}); "
                 f"{len(idx)} correctly classified MNIST test digits")
@@ -166,7 +167,7 @@ def _load_setup(args):
     images, sources = _imagenet_images(args)
     images, sources = images[:args.n_images], sources[:args.n_images]
     pre = network.preprocessing
-    x = _to_model(pre, images.astype(np.float32) / np.float32(255.0))
+    x = _to_model(pre, to_unit(images))
     apply = network.apply
     # The label to change is the model's own prediction (images may come without labels).
     labels = evaluate.predict(apply, network.state, x, batch_size=8)
