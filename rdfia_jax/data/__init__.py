@@ -25,16 +25,18 @@ Image datasets: :func:`load_scene15`, :func:`load_imagenet_val25`, :func:`load_i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rdfia_jax.data.base import SPLITS, ArrayDataset
 from rdfia_jax.data.batching import epoch_order, iterate_batches, map_batches, num_batches
 from rdfia_jax.data.datasets.folder import load_image_folder
 from rdfia_jax.data.datasets.imagenet_val25 import load_imagenet_val25
 from rdfia_jax.data.datasets.mnist import MNIST_TRAIN_MEAN, MNIST_TRAIN_STD
 from rdfia_jax.data.datasets.scene15 import load_scene15
+from rdfia_jax.data.store import EMBEDDED_SETS as EMBEDDED  # usable without download or preparation
 from rdfia_jax.errors import RdfiaError
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "mnistm", "digits", "digits_m")
-EMBEDDED = ("digits", "digits_m")
 
 
 def load(name: str, split: str = "train", *, data_dir=None, seed: int = 0, bsds_dir=None,
