@@ -1,4 +1,9 @@
-"""The 1000 ImageNet class names (shipped with the package) and name/index look-ups."""
+"""The one ImageNet class-name table (shipped ``imagenet_class_index.json``) and name/index look-ups.
+
+Display form: the index file's names with underscores replaced by spaces (``"Tibetan mastiff"``,
+``"great white shark"``), as :func:`class_names` returns them; every command and dataset shows these.
+:func:`class_id` also accepts the underscore form and WordNet ids.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def class_index() -> tuple[tuple[str, str], ...]:
 
 
 def class_names() -> tuple[str, ...]:
-    """Human-readable names, e.g. ``class_names()[85] == "quail"``."""
+    """The display names, index order: ``class_names()[85] == "quail"``, ``[2] == "great white shark"``."""
     return tuple(name.replace("_", " ") for _, name in class_index())
 
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from rdfia_jax import imagenet, models
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.images import to_unit
+from rdfia_jax.data.transforms import to_unit
 from rdfia_jax import xla
 
 

@@ -255,3 +255,94 @@ def test_bad_inputs_raise_rdfia_error():
         pgd(conv_apply, params, x, y, eps=0.1, steps=0)
     with pytest.raises(RdfiaError, match="overshoot"):
         adef(conv_apply, params, x, y, overshoot=0.5)
+
+
+# ------------------------------------------------------------------------------- batched over a set
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd", "adef"])
+def test_run_attack_batches_equal_the_old_loop_and_the_unbatched_result(method):
+    """run_attack goes through map_batches (zero-padded last batch): the real rows equal the pre-merge
+    loop (last batch padded by repeating its last image) exactly, and one unbatched call closely."""
+    from rdfia_jax.attacks import evaluate
+
+    params = conv_params(channels=1)
+    x = np.asarray(images01(8, channels=1))
+    y = predictions(params, x)
+    opts = {"fgsm": {"eps": 0.1}, "pgd": {"eps": 0.1, "steps": 5, "random_start": False},
+            "adef": {"max_iter": 10}}[method]
+    fn = evaluate.attack_fn(method)
+    got, _ = evaluate.run_attack(method, conv_apply, params, x, y, batch_size=3, **opts)
+    old = {}
+    for start in range(0, 8, 3):  # the loop run_attack had before map_batches
+        xb, yb = x[start:start + 3], y[start:start + 3]
+        k = xb.shape[0]
+        xb = np.concatenate([xb, np.repeat(xb[-1:], 3 - k, axis=0)])
+        yb = np.concatenate([yb, np.repeat(yb[-1:], 3 - k, axis=0)])
+        for name, value in fn(conv_apply, params, xb, yb, **opts)._asdict().items():
+            if value is not None:
+                old.setdefault(name, []).append(np.asarray(value)[:k])
+    assert set(got) == set(old)
+    for name in got:
+        np.testing.assert_array_equal(got[name], np.concatenate(old[name]), err_msg=name)
+    whole = fn(conv_apply, params, x, y, **opts)
+    np.testing.assert_array_equal(got["success"], np.asarray(whole.success))
+    np.testing.assert_allclose(got["adversarial"], np.asarray(whole.adversarial), atol=1e-5)
+
+
+def test_predict_batched_equals_unbatched():
+    from rdfia_jax.attacks import evaluate
+
+    params = conv_params(channels=1)
+    x = np.asarray(images01(7, channels=1))
+    np.testing.assert_array_equal(evaluate.predict(conv_apply, params, x, batch_size=3), predictions(params, x))
+    assert evaluate.predict(conv_apply, params, x[:0]).shape == (0,)
+
+
+# ------------------------------------------------------------------------------- normalization
+
+
+@pytest.mark.parametrize("name", ["torchvision", "caffe"])
+def test_attack_command_normalizes_with_preprocessing(name):
+    """The attack command now uses the network's Preprocessing (bit-identical to what predict, saliency
+    and features feed the model); its former NumPy copy differed by at most 1 ulp (XLA divides by a
+    broadcast std as a multiplication by its reciprocal)."""
+    from rdfia_jax.commands.attack import _to_model, _to_pixels
+    from rdfia_jax.preprocess import CAFFE
+
+    pre = TORCHVISION if name == "torchvision" else CAFFE
+    images01 = np.random.default_rng(3).integers(0, 256, (4, 6, 5, 3)).astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(pre.mean, np.float32).reshape(1, 1, 1, -1)
+    std = np.asarray(pre.std, np.float32).reshape(1, 1, 1, -1)
+    x_old = (((images01[..., ::-1] if pre.bgr else images01) * np.float32(pre.scale) - mean) / std).astype(np.float32)
+    back_old = (x_old * std + mean) / np.float32(pre.scale)
+    back_old = back_old[..., ::-1] if pre.bgr else back_old
+    x = _to_model(pre, images01)
+    assert x.dtype == np.float32 and isinstance(x, np.ndarray)
+    np.testing.assert_array_equal(x, np.asarray(pre.normalize(images01)))
+    np.testing.assert_array_max_ulp(x, x_old, maxulp=1)
+    np.testing.assert_array_equal(_to_pixels(pre, x), np.asarray(pre.denormalize(x)))
+    np.testing.assert_allclose(_to_pixels(pre, x), back_old, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_to_pixels(pre, x), images01, rtol=0, atol=1e-6)
+
+
+def test_figures_draw_without_touching_matplotlib_state(tmp_path):
+    import sys
+
+    import matplotlib
+    from PIL import Image
+
+    from rdfia_jax.attacks import figures
+
+    backend = matplotlib.get_backend()
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 8, 8, 1)).astype(np.float32)
+    figures.plot_examples(tmp_path / "ex.png", x, np.clip(x + 0.1, 0, 1), [1, 2], [3, 4], [str(i) for i in range(5)],
+                          fields=rng.normal(size=(2, 8, 8, 2)).astype(np.float32), title="t")
+    figures.plot_robust_accuracy(tmp_path / "curve.png", {"eps": {"pgd": (np.array([0.0, 0.1]), np.array([1.0, 0.5]))}})
+    for name in ("ex.png", "curve.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+    assert matplotlib.get_backend() == backend
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules

@@ -61,3 +61,47 @@ def test_attack_command_rejects_bad_options(capsys):
     assert "unknown norm" in capsys.readouterr().err
     assert main(["attack", "adef", "--target", "3"]) == 2
     assert "--targeted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["pgd", "--n-images", "0"], "--n-images must be >= 1"),
+    (["pgd", "--n-examples", "-2"], "--n-examples must be >= 1"),
+    (["pgd", "--steps", "0"], "--steps must be >= 1"),
+    (["fgsm", "--batch-size", "-4"], "--batch-size must be >= 1"),
+    (["adef", "--candidates", "0"], "--candidates must be >= 1"),
+    (["pgd", "--seed", "-1"], "--seed must be >= 0"),
+    (["pgd", "--eps", "inf"], "--eps"),
+    (["pgd", "--eps", "nan"], "--eps"),
+    (["pgd", "--step-size", "inf"], "--step-size must be a finite number > 0"),
+    (["pgd", "--step-size", "0"], "--step-size must be a finite number > 0"),
+    (["adef", "--sigma", "nan"], "--sigma must be a finite number >= 0"),
+    (["adef", "--overshoot", "0.5"], "--overshoot must be a finite number >= 1"),
+    (["pgd", "--curve", "--curve-eps", "0.1,inf"], "--curve-eps must be positive finite"),
+    (["pgd", "--curve", "--curve-eps", "a,b"], "--curve-eps must be comma-separated numbers"),
+    (["pgd", "--curve-eps", "0.1"], "--curve-eps given without --curve"),
+    (["pgd", "--images", "x.png"], "apply to ImageNet models"),
+    (["pgd", "--model", "vgg16", "--images", "/nonexistent/x.png"], "no such file or folder"),
+    (["pgd", "--model", "vgg16", "--weights", "/nonexistent/w.safetensors"], "--weights"),
+])
+def test_attack_command_validates_every_option_before_work(argv, needle, capsys, monkeypatch, tmp_path):
+    from rdfia_jax.commands import attack
+
+    def no_work(args):
+        raise AssertionError("the model or the data was loaded before the options were checked")
+
+    monkeypatch.setattr(attack, "_load_setup", no_work)
+    assert main(["attack", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_attack_command_refuses_an_unwritable_out_before_work(capsys, monkeypatch, tmp_path):
+    from rdfia_jax.commands import attack
+
+    monkeypatch.setattr(attack, "_load_setup", lambda args: (_ for _ in ()).throw(AssertionError("work started")))
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["attack", "fgsm", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}" in err and "Traceback" not in err

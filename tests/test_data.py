@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from rdfia_jax import data
-from rdfia_jax.data import digits as D
-from rdfia_jax.data import idx, transforms
+from rdfia_jax.data import download, idx, transforms
+from rdfia_jax.data.datasets import digits as embedded
+from rdfia_jax.data.datasets import mnist as M
+from rdfia_jax.data.datasets import mnistm
 from rdfia_jax.errors import RdfiaError
 
 
@@ -28,7 +30,7 @@ def write_mnist_like(folder: Path, n_train=12, n_test=5, seed=0, gz=True) -> dic
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, (n,), dtype=np.uint8)
-        img_name, lab_name = D._IDX_FILES[split]
+        img_name, lab_name = M._IDX_FILES[split]
         sfx = ".gz" if gz else ""
         idx.write_idx(folder / (img_name + sfx), images)
         idx.write_idx(folder / (lab_name + sfx), labels)
@@ -55,7 +57,7 @@ def test_idx_roundtrip_gz_and_raw(tmp_path):
 
 def test_idx_pair_loads_tiny_files(tmp_path):
     written = write_mnist_like(tmp_path)
-    images, labels = D.load_idx_pair(tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz")
+    images, labels = idx.load_idx_pair(tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz")
     assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8 and labels.dtype == np.int64
     np.testing.assert_array_equal(images[..., 0], written["train"][0])
     np.testing.assert_array_equal(labels, written["train"][1])
@@ -84,7 +86,7 @@ def test_idx_count_disagreement_raises(tmp_path):
     idx.write_idx(tmp_path / "i.gz", np.zeros((3, 28, 28), np.uint8))
     idx.write_idx(tmp_path / "l.gz", np.zeros((4,), np.uint8))
     with pytest.raises(RdfiaError, match="3 images but .* 4 labels"):
-        D.load_idx_pair(tmp_path / "i.gz", tmp_path / "l.gz")
+        idx.load_idx_pair(tmp_path / "i.gz", tmp_path / "l.gz")
 
 
 def test_mnist_checksum_mismatch_is_reported(tmp_path):
@@ -96,7 +98,7 @@ def test_mnist_checksum_mismatch_is_reported(tmp_path):
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "mnistm"])
 def test_missing_files_fail_fast_with_instructions(tmp_path, monkeypatch, name):
     monkeypatch.setenv("RDFIA_JAX_DATA", str(tmp_path / "nothing"))
-    monkeypatch.setattr(D, "FASHION_DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(M, "FASHION_DEBIAN_DIR", tmp_path / "no-debian")
     start = time.monotonic()
     with pytest.raises(RdfiaError) as info:
         data.load(name, "train")
@@ -129,7 +131,7 @@ def test_digits_embedded_say_not_mnist():
 
 def test_digits_m_deterministic_and_colour():
     a = data.load("digits_m", "test", seed=3)
-    b = D.compose_m(data.load("digits", "test").images, D.sample_photos(), D._split_rng(3, "test"), threshold=127)
+    b = mnistm.compose_m(data.load("digits", "test").images, embedded.sample_photos(), mnistm.split_rng(3, "test"), threshold=127)
     assert a.images.shape == (359, 28, 28, 3) and "NOT MNIST" in a.description
     np.testing.assert_array_equal(a.images, b)
     assert not np.array_equal(a.images, data.load("digits_m", "test", seed=4).images)
@@ -139,7 +141,7 @@ def test_compose_m_equals_signed_abs_difference():
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8) * (rng.random((50, 28, 28)) < 0.3)
     bgs = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (33, 29, 3), dtype=np.uint8)]
-    out = D.compose_m(digits.astype(np.uint8), bgs, np.random.default_rng(7))
+    out = mnistm.compose_m(digits.astype(np.uint8), bgs, np.random.default_rng(7))
     # Replay the draws and apply the practical's formula literally, in float (a signed type).
     r = np.random.default_rng(7)
     u = r.random((50, 3))
@@ -158,11 +160,11 @@ def test_mnistm_from_tiny_files(tmp_path):
     # and check the BSDS lookup and JPEG errors of the real entry point.
     write_jpeg(tmp_path / "bsds500" / "train" / "a.jpg", (40, 60, 3))
     write_jpeg(tmp_path / "bsds500" / "train" / "b.jpg", (50, 30, 3), seed=1)
-    bgs, where = D.load_bsds_backgrounds(tmp_path)
+    bgs, where = mnistm.load_bsds_backgrounds(tmp_path)
     assert where == tmp_path / "bsds500" / "train" and [b.shape for b in bgs] == [(40, 60, 3), (50, 30, 3)]
     (tmp_path / "bsds500" / "train" / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(RdfiaError, match="c.jpg"):
-        D.load_bsds_backgrounds(tmp_path)
+        mnistm.load_bsds_backgrounds(tmp_path)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -280,7 +282,7 @@ def test_imagenet_npz_never_unpickles(tmp_path):
     assert UNPICKLED == []
     np.testing.assert_array_equal(images, X)
     assert labels.dtype == np.int64 and len(names) == 1000
-    assert [names[k] for k in labels] == ["hay", "quail", "Tibetan_mastiff"]
+    assert [names[k] for k in labels] == ["hay", "quail", "Tibetan mastiff"]  # the one display form (spaces)
     np.savez(tmp_path / "objy.npz", X=X, y=np.array([1, 2, _Trap()], dtype=object))
     with pytest.raises(RdfiaError, match="pickled"):
         data.load_imagenet_val25(tmp_path / "objy.npz")
@@ -318,9 +320,9 @@ def test_real_mnist_counts_and_checksums(shared_data):
 
 
 def test_fashion_mnist_from_debian_package():
-    if not (D.FASHION_DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({D.FASHION_DEBIAN_DIR})")
-    ds = D.load_fashion_mnist("test", data_dir=Path("/nonexistent"))
+    if not (M.FASHION_DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({M.FASHION_DEBIAN_DIR})")
+    ds = M.load_fashion_mnist("test", data_dir=Path("/nonexistent"))
     assert ds.images.shape == (10000, 28, 28, 1) and "NOT MNIST" in ds.description
     assert np.bincount(ds.labels).tolist() == [1000] * 10
 
@@ -336,8 +338,8 @@ def test_real_mnistm_deterministic_golden(shared_data):
     mnist = data.load("mnist", "test", data_dir=shared_data, use_prepared=False)
     np.testing.assert_array_equal(a.labels, mnist.labels)
     # image i depends only on MNIST image i and the seed: composing a prefix gives the same bytes
-    bgs, _ = D.load_bsds_backgrounds(shared_data)
-    again = D.compose_m(mnist.images[:100], bgs, D._split_rng(0, "test"))
+    bgs, _ = mnistm.load_bsds_backgrounds(shared_data)
+    again = mnistm.compose_m(mnist.images[:100], bgs, mnistm.split_rng(0, "test"))
     np.testing.assert_array_equal(again, a.images[:100])
 
 
@@ -355,8 +357,24 @@ def test_real_scene15_counts(shared_data):
     assert images[0].dtype == np.uint8 and images[0].shape[-1] in (1, 3)
 
 
+@pytest.mark.realdata
+def test_real_scene15_is_read_like_torchvision_imagefolder(shared_data):
+    """kitchen/image_0172.jpg carries EXIF orientation 6: 15 Scene is read without EXIF rotation, as
+    torchvision's ImageFolder reads it (the practical's numbers), while a user's photo is turned upright."""
+    from rdfia_jax.data.decode import decode
+
+    f = shared_data / "15SceneData" / "train" / "kitchen" / "image_0172.jpg"
+    with Image.open(f) as im:
+        assert im.getexif().get(0x0112) == 6
+        want = np.asarray(im.convert("L"))[..., None]
+    images, labels, names = data.load_scene15(shared_data, "train", progress=False, use_prepared=False)
+    kitchen = [im for im, lab in zip(images, labels) if names[lab] == "kitchen"]
+    assert any(im.shape == want.shape and np.array_equal(im, want) for im in kitchen)
+    assert decode(f, keep_gray=True).shape == (220, 293, 1)  # user path: upright
+
+
 def D_entries(src, split):
-    from rdfia_jax.data.images import _scene15_entries_dir
+    from rdfia_jax.data.datasets.scene15 import _scene15_entries_dir
 
     return _scene15_entries_dir(src, split)
 
@@ -387,7 +405,7 @@ def test_prepare_tfds_array_record_roundtrip(data_home):
     import sys
 
     assert not store.is_prepared("digits")
-    vdir = store.prepare("digits")
+    vdir = data.prepare("digits")
     assert (vdir / "dataset_info.json").is_file() and store.is_prepared("digits")
     assert list(vdir.glob("*.array_record*"))
     for split in ("train", "test"):
@@ -402,7 +420,7 @@ def test_prepare_tfds_array_record_roundtrip(data_home):
     from tensorflow_datasets.core.utils import gcs_utils
 
     assert gcs_utils._is_gcs_disabled  # tfds never tries the network here
-    assert store.prepare("digits") == vdir  # runs once
+    assert data.prepare("digits") == vdir  # runs once
 
 
 def test_killed_preparation_is_detected_and_redone(data_home, monkeypatch):
@@ -421,11 +439,11 @@ def test_killed_preparation_is_detected_and_redone(data_home, monkeypatch):
 
     monkeypatch.setattr(cls, "_generate_examples", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        store.prepare("digits")
+        data.prepare("digits")
     assert not store.is_prepared("digits")
     assert data.load("digits", "test").description.endswith("NOT MNIST")  # half-done copy ignored
     monkeypatch.setattr(cls, "_generate_examples", original)
-    vdir = store.prepare("digits")
+    vdir = data.prepare("digits")
     assert store.is_prepared("digits") and not list(vdir.parent.glob("incomplete.*"))
     np.testing.assert_array_equal(data.load("digits", "train").images, data.load("digits", "train", use_prepared=False).images)
 
@@ -435,12 +453,12 @@ def test_damaged_prepared_copy_raises(data_home):
 
     if not store.have_array_record():
         pytest.skip("array_record not installed")
-    vdir = store.prepare("digits")
+    vdir = data.prepare("digits")
     shard = next(vdir.glob("*-train.array_record*"))
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(RdfiaError, match="--force"):
         data.load("digits", "train")
-    store.prepare("digits", force=True)
+    data.prepare("digits", force=True)
     assert len(data.load("digits", "train")) == 1438
 
 
@@ -448,7 +466,7 @@ def test_prepare_npz_fallback(data_home, monkeypatch):
     from rdfia_jax.data import store
 
     monkeypatch.setattr(store, "have_array_record", lambda: False)
-    vdir = store.prepare("digits_m", seed=2)
+    vdir = data.prepare("digits_m", seed=2)
     assert (vdir / "info.json").is_file() and (vdir / "train.npz").is_file()
     a, b = data.load("digits_m", "test", seed=2), data.load("digits_m", "test", seed=2, use_prepared=False)
     assert "prepared" in a.description
@@ -463,7 +481,7 @@ def test_prepare_scene15_variable_sizes_and_mock_data(tmp_path, data_home, monke
     raw = data.load_scene15(tmp_path / "raw", "train", progress=False)
     for fmt in fmts:
         monkeypatch.setattr(store, "have_array_record", (lambda f=fmt: f == "array_record"))
-        store.prepare("scene15", data_dir=tmp_path / "raw", fmt=fmt)
+        data.prepare("scene15", data_dir=tmp_path / "raw", fmt=fmt)
         images, labels, names = data.load_scene15(None, "train", progress=False)
         assert names == raw[2] and labels.tolist() == raw[1].tolist()
         for a, b in zip(images, raw[0]):
@@ -487,6 +505,45 @@ def test_cli_data_list_and_prepare(data_home, capsys):
     assert "mnist" in out and "NOT MNIST" in out and str(data_home) in out
     assert main(["data", "prepare", "mnist", "--data-dir", str(data_home / "none")]) == 2
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err
+
+
+def test_cli_data_list_says_embedded_sets_are_always_available(data_home, capsys):
+    from rdfia_jax.cli import main
+
+    data.load("digits", "train")  # what `gan` / `dann --dataset-pair digits` do: no preparation involved
+    assert main(["data", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert "embedded, always available" in lines["digits"] and "not prepared" not in lines["digits"]
+    assert "embedded, always available" in lines["digits_m"]
+    assert "not prepared" in lines["mnist"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["digits", "--seed", "-1"], "--seed must be >= 0"),
+    (["digits", "--download"], "--download applies to mnist, fashion_mnist and mnistm"),
+    (["mnist", "--data-dir", "FILE"], "--data-dir"),
+    (["mnistm", "--bsds-dir", "FILE"], "--bsds-dir"),
+])
+def test_cli_data_prepare_validates_before_work(argv, needle, data_home, tmp_path, capsys, monkeypatch):
+    from rdfia_jax.cli import main
+
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    (tmp_path / "FILE").write_text("x")
+    argv = [str(tmp_path / "FILE") if a == "FILE" else a for a in argv]
+    assert main(["data", "prepare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_cli_data_prepare_refuses_an_unwritable_data_folder(tmp_path, capsys, monkeypatch):
+    from rdfia_jax.cli import main
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("RDFIA_JAX_DATA", str(tmp_path / "file" / "data"))
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    assert main(["data", "prepare", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write prepared data" in err and "RDFIA_JAX_DATA" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- download (local server)
@@ -515,11 +572,11 @@ def test_download_checks_content_and_fails_fast(tmp_path, http_folder):
     root, url = http_folder
     write_mnist_like(root)  # wrong content for the official checksums
     with pytest.raises(RdfiaError, match="checksum mismatch"):
-        D.download_idx("mnist", tmp_path / "dest", mirrors=[url], files=["t10k-labels-idx1-ubyte"])
+        download.download_idx("mnist", tmp_path / "dest", mirrors=[url], files=["t10k-labels-idx1-ubyte"])
     assert not (tmp_path / "dest" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
     start = time.monotonic()
     with pytest.raises(RdfiaError, match="could not download"):
-        D.download_idx("mnist", tmp_path / "dest", mirrors=["http://127.0.0.1:9/"], files=["t10k-labels-idx1-ubyte"])
+        download.download_idx("mnist", tmp_path / "dest", mirrors=["http://127.0.0.1:9/"], files=["t10k-labels-idx1-ubyte"])
     assert time.monotonic() - start < 5
 
 
@@ -528,7 +585,7 @@ def test_download_real_file_from_local_mirror(tmp_path, http_folder, shared_data
     root, url = http_folder
     src = shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz"
     (root / src.name).write_bytes(src.read_bytes())
-    dest = D.download_idx("mnist", tmp_path, mirrors=["http://127.0.0.1:9/", url], files=["t10k-labels-idx1-ubyte"])
+    dest = download.download_idx("mnist", tmp_path, mirrors=["http://127.0.0.1:9/", url], files=["t10k-labels-idx1-ubyte"])
     assert (dest / src.name).read_bytes() == src.read_bytes()
 
 
@@ -537,7 +594,7 @@ def test_damaged_npz_scene15_copy_raises(tmp_path, data_home, monkeypatch):
 
     make_scene_tree(tmp_path / "raw")
     monkeypatch.setattr(store, "have_array_record", lambda: False)
-    vdir = store.prepare("scene15", data_dir=tmp_path / "raw", fmt="npz")
+    vdir = data.prepare("scene15", data_dir=tmp_path / "raw", fmt="npz")
     npz = vdir / "train.npz"
     npz.write_bytes(npz.read_bytes()[:200])
     with pytest.raises(RdfiaError, match="--force"):

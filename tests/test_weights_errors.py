@@ -430,7 +430,7 @@ def test_cli_eval_on_a_tiny_folder(tmp_path, weights_dir, capsys):
     assert res.n == 4 and 0 <= res.top1_correct <= res.top5_correct <= 4
     # the counts agree with an independent argmax / top-5 over the same decoded images
     from rdfia_jax import models
-    from rdfia_jax.images import load_images, to_unit
+    from rdfia_jax.data.transforms import load_images, to_unit
 
     net = load_network("squeezenet1_1")
     x = net.preprocessing.normalize(to_unit(load_images(paths, mode="crop")))

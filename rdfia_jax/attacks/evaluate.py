@@ -1,6 +1,7 @@
 """Running attacks over many images: fixed-size batches, summaries, robust-accuracy curves.
 
-Batches are padded to one size so each attack compiles once; results come back as numpy.
+Batches go through :func:`rdfia_jax.data.batching.map_batches` (the last one zero-padded, so each
+attack compiles once); results come back as numpy.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from rdfia_jax.attacks.adef import adef
 from rdfia_jax.attacks.base import ApplyFn, AttackResult, logits_of
 from rdfia_jax.attacks.fgsm_pgd import fgsm, pgd
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.progress import track
+from rdfia_jax.data.batching import map_batches
+from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
 METHODS = ("fgsm", "pgd", "adef")
@@ -31,12 +33,12 @@ def attack_fn(method: str) -> Callable[..., AttackResult]:
 
 
 def predict(apply: ApplyFn, params: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Predicted classes (N,) of model inputs, in fixed-size jitted batches."""
+    """Predicted classes (N,) of model inputs, in fixed-size jitted batches (:func:`map_batches`)."""
+    x = np.asarray(x, np.float32)
+    if x.shape[0] == 0:
+        return np.zeros((0,), np.int32)
     fn = _jitted_predict(apply)
-    out = []
-    for xb, n in _padded_batches(np.asarray(x, np.float32), batch_size):
-        out.append(np.asarray(fn(params, xb))[:n])
-    return np.concatenate(out) if out else np.zeros((0,), np.int32)
+    return map_batches(lambda xb: fn(params, xb), x, min(batch_size, x.shape[0]))
 
 
 _PREDICT_CACHE: dict[Any, Callable] = {}
@@ -46,22 +48,6 @@ def _jitted_predict(apply):
     if apply not in _PREDICT_CACHE:
         _PREDICT_CACHE[apply] = xla.jit(lambda p, x: jnp.argmax(logits_of(apply(p, x)), axis=-1).astype(jnp.int32))
     return _PREDICT_CACHE[apply]
-
-
-def _padded_batches(x: np.ndarray, batch_size: int):
-    """(batch, real count) pairs; the last batch repeats its last image up to ``batch_size``."""
-    n = x.shape[0]
-    size = min(batch_size, n)
-    for i in range(0, n, size):
-        xb = x[i:i + size]
-        k = xb.shape[0]
-        if k < size:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], size - k, axis=0)])
-        yield xb, k
-
-
-def _pad_vec(v: np.ndarray, size: int) -> np.ndarray:
-    return v if v.shape[0] == size else np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], axis=0)])
 
 
 def correctly_classified(apply: ApplyFn, params: Any, x: np.ndarray, labels: np.ndarray, n: int,
@@ -91,25 +77,23 @@ def run_attack(method: str, apply: ApplyFn, params: Any, x: np.ndarray, labels: 
     x = np.asarray(x, np.float32)
     labels = np.asarray(labels)
     target = kwargs.pop("target", None)
-    per_image_target = target is not None and np.ndim(target) == 1
-    parts: dict[str, list[np.ndarray]] = {}
-    start = time.perf_counter()
-    offset = 0
-    size = min(batch_size, x.shape[0])
-    batches = list(_padded_batches(x, batch_size))
     key = kwargs.pop("key", None)
-    for b, (xb, k) in enumerate(track(batches, f"{method} attack", unit="batches", enabled=progress)):
-        yb = _pad_vec(labels[offset:offset + k], size)
-        tb = _pad_vec(np.asarray(target)[offset:offset + k], size) if per_image_target else target
-        if key is not None:  # independent random starts per batch
-            kwargs["key"] = jax.random.fold_in(key, b)
-        res = fn(apply, params, xb, yb, target=tb, **kwargs)
-        for name, value in res._asdict().items():
-            if value is not None:
-                parts.setdefault(name, []).append(np.asarray(value)[:k])
-        offset += k
-    seconds = time.perf_counter() - start
-    return {name: np.concatenate(v) for name, v in parts.items()}, seconds
+    per_image_target = target is not None and np.ndim(target) == 1
+    if x.shape[0] == 0:
+        raise RdfiaError("no images to attack")
+    arrays = (x, labels) + ((np.asarray(target),) if per_image_target else ())
+    batch_index = iter(range(x.shape[0]))  # map_batches calls in order: the b-th call is batch b
+
+    def one_batch(xb, yb, tb=target):
+        b = next(batch_index)
+        extra = {} if key is None else {"key": jax.random.fold_in(key, b)}  # independent random starts
+        res = fn(apply, params, xb, yb, target=tb, **extra, **kwargs)
+        return {name: value for name, value in res._asdict().items() if value is not None}
+
+    start = time.perf_counter()
+    with Progress(x.shape[0], f"{method} attack", unit="img", enabled=progress) as bar:
+        result = map_batches(one_batch, arrays, min(batch_size, x.shape[0]), progress=bar)
+    return result, time.perf_counter() - start
 
 
 def summarize(result: dict[str, np.ndarray], seconds: float, name: str = "") -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Figures of the attacks: example grids and robust-accuracy curves (matplotlib, Agg backend)."""
+"""Figures of the attacks: example grids and robust-accuracy curves.
+
+Drawn on a ``matplotlib.figure.Figure`` with an Agg canvas: no pyplot state, no ``matplotlib.use``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rdfia_jax.fileio import atomic_path
+
+
+def _figure(figsize: tuple[float, float]):
+    """A standalone Figure with an Agg canvas (nothing process-wide is touched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -43,17 +56,14 @@ def plot_examples(path: str | os.PathLike, originals: np.ndarray, adversarials: 
       label_caption: what ``labels`` are, shown under the original ("true", or "attacked" when the
         labels are the model's own predictions).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     originals = np.asarray(originals, np.float32)
     adversarials = np.asarray(adversarials, np.float32)
     n = originals.shape[0]
     orig_preds = labels if orig_preds is None else orig_preds
     cols = 4 if fields is not None else 3
-    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
+    fig = _figure((2.4 * cols, 2.4 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
 
     def name(k):
         k = int(k)
@@ -91,7 +101,6 @@ def plot_examples(path: str | os.PathLike, originals: np.ndarray, adversarials: 
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 def plot_robust_accuracy(path: str | os.PathLike,
@@ -104,12 +113,9 @@ def plot_robust_accuracy(path: str | os.PathLike,
       panels: ``{x-axis label: {curve label: (eps, accuracy)}}``.
       title: figure title.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    fig = _figure((5 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (xlabel, curves) in zip(axes[0], panels.items()):
         for label, (eps, acc) in curves.items():
             ax.plot(np.asarray(eps), np.asarray(acc), marker="o", label=label)
@@ -122,4 +128,3 @@ def plot_robust_accuracy(path: str | os.PathLike,
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,33 +70,89 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_attack)
 
 
-def _normalize(pre, images01: np.ndarray) -> np.ndarray:
-    x = images01[..., ::-1] if pre.bgr else images01
-    mean = np.asarray(pre.mean, np.float32).reshape(1, 1, 1, -1)
-    std = np.asarray(pre.std, np.float32).reshape(1, 1, 1, -1)
-    return ((x * np.float32(pre.scale) - mean) / std).astype(np.float32)
+def _to_model(pre, images01: np.ndarray) -> np.ndarray:
+    """[0, 1] RGB images -> model space with the network's own :class:`~rdfia_jax.preprocess.Preprocessing`."""
+    return np.asarray(pre.normalize(images01), np.float32)
 
 
-def _denormalize(pre, x: np.ndarray) -> np.ndarray:
-    mean = np.asarray(pre.mean, np.float32).reshape(1, 1, 1, -1)
-    std = np.asarray(pre.std, np.float32).reshape(1, 1, 1, -1)
-    out = (np.asarray(x, np.float32) * std + mean) / np.float32(pre.scale)
-    return out[..., ::-1] if pre.bgr else out
+def _to_pixels(pre, x: np.ndarray) -> np.ndarray:
+    """Model space -> [0, 1] RGB images (not clipped), through the same :class:`Preprocessing`."""
+    return np.asarray(pre.denormalize(x), np.float32)
+
+
+def _check_finite(value, option: str, *, low: float, strict: bool) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or (value <= low if strict else value < low):
+        rule = f"> {low:g}" if strict else f">= {low:g}"
+        raise RdfiaError(f"{option} must be a finite number {rule}, got {value}")
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before any work (nothing is created)."""
+    if out.exists() and not out.is_dir():
+        raise RdfiaError(f"--out {out}: is an existing file, not a folder")
+    existing = out
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise RdfiaError(f"--out {out}: cannot write there ({err.strerror or err}); choose another --out") from None
+
+
+def _parse_curve_eps(spec: str | None) -> list[float] | None:
+    if not spec:
+        return None
+    try:
+        grid = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise RdfiaError(f"--curve-eps must be comma-separated numbers, got {spec!r}") from None
+    if not grid or any(not math.isfinite(v) or v <= 0 for v in grid):
+        raise RdfiaError(f"--curve-eps must be positive finite budgets, got {spec!r}")
+    return grid
+
+
+def _check_args(args) -> None:
+    """Every option and the output folder, before any (slow) model or data loading."""
+    if args.seed < 0:
+        raise RdfiaError(f"--seed must be >= 0, got {args.seed}")
+    for name in ("n_images", "n_examples", "steps", "batch_size", "candidates"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise RdfiaError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    _check_finite(args.step_size, "--step-size", low=0.0, strict=True)
+    _check_finite(args.sigma, "--sigma", low=0.0, strict=False)
+    _check_finite(args.overshoot, "--overshoot", low=1.0, strict=False)
+    if args.curve_eps and not args.curve:
+        raise RdfiaError("--curve-eps given without --curve; add --curve (or drop --curve-eps)")
+    _parse_curve_eps(args.curve_eps)
+    if args.model == SMALL_MODEL and (args.images or args.weights or args.random_weights):
+        raise RdfiaError(f"--images, --weights and --random-weights apply to ImageNet models, not {SMALL_MODEL}")
+    for item in args.images or ():
+        if not Path(item).exists():
+            raise RdfiaError(f"--images {item}: no such file or folder")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise RdfiaError(f"--weights {args.weights}: no such file")
+    _check_out_dir(Path(args.out))
 
 
 def _load_setup(args):
     """(apply, params, x model-space, labels, class names, preprocessing, box, description, is_small)."""
     from rdfia_jax.attacks import PixelBox, evaluate
+    from rdfia_jax.data.transforms import to_unit
 
-    if args.n_images < 1:
-        raise RdfiaError(f"--n-images must be >= 1, got {args.n_images}")
     if args.model == SMALL_MODEL:
         from rdfia_jax.classifier import UNIT_GRAY, get_classifier
         from rdfia_jax.data import load
 
         clf = get_classifier("mnist", seed=args.seed, data_dir=args.data_dir)
         test = load("mnist", "test", data_dir=args.data_dir)
-        x_all = np.asarray(test.images, np.float32) / np.float32(255.0)
+        x_all = to_unit(test.images)
         idx = evaluate.correctly_classified(clf.apply, clf.params, x_all, test.labels, args.n_images)
         desc = (f"small MNIST classifier (seed {args.seed}, test accuracy {clf.test_accuracy:.4f}); "
                 f"{len(idx)} correctly classified MNIST test digits")
@@ -108,7 +167,7 @@ def _load_setup(args):
     images, sources = _imagenet_images(args)
     images, sources = images[:args.n_images], sources[:args.n_images]
     pre = network.preprocessing
-    x = _normalize(pre, images.astype(np.float32) / np.float32(255.0))
+    x = _to_model(pre, to_unit(images))
     apply = network.apply
     # The label to change is the model's own prediction (images may come without labels).
     labels = evaluate.predict(apply, network.state, x, batch_size=8)
@@ -164,10 +223,7 @@ def _attack(args) -> int:
             raise RdfiaError(f"unknown --model {args.model!r}; choose one of: {', '.join(MODEL_CHOICES)}") from None
     if args.eps is not None:
         check_eps(args.eps, "--eps")
-    for name in ("steps", "batch_size", "candidates"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise RdfiaError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    _check_args(args)
     target = _parse_target(args, None, is_small)
     apply, params, x, labels, names, pre, box, desc, is_small = _load_setup(args)
     if len(x) == 0:
@@ -213,18 +269,14 @@ def _attack(args) -> int:
                                                          "labels": labels.tolist(), "pred": res["pred"].tolist(),
                                                          "success": res["success"].tolist()}, indent=1).encode())
     k = min(args.n_examples, len(x))
-    figures.plot_examples(out / "examples.png", _denormalize(pre, x[:k]), _denormalize(pre, res["adversarial"][:k]),
+    figures.plot_examples(out / "examples.png", _to_pixels(pre, x[:k]), _to_pixels(pre, res["adversarial"][:k]),
                           labels[:k], res["pred"][:k], names, fields=res.get("field", None)[:k] if "field" in res else None,
                           title=f"{args.method}: {budget}", label_caption="true" if is_small else "attacked label:")
     if args.curve:
-        if args.curve_eps:
-            try:
-                grid = [float(v) for v in args.curve_eps.split(",") if v.strip()]
-            except ValueError:
-                raise RdfiaError(f"--curve-eps must be comma-separated numbers, got {args.curve_eps!r}") from None
-        elif args.method == "adef":
+        grid = _parse_curve_eps(args.curve_eps)
+        if grid is None and args.method == "adef":
             grid = list(np.linspace(0.25, 3.0, 12))
-        else:
+        elif grid is None:
             grid = list(np.linspace(kwargs["eps"] / 10, kwargs["eps"], 10))
         curve_kwargs = {k: v for k, v in kwargs.items() if k not in ("eps", "max_norm")}
         eps_arr, acc = evaluate.robust_accuracy_curve(args.method, apply, params, x, labels, grid,

@@ -45,7 +45,8 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
 
 def load_inputs(args: argparse.Namespace, size: int = 224) -> tuple[np.ndarray, list[str]]:
     """Images from files/folders/npz as one uint8 (N, size, size, 3) batch, with a label per image."""
-    from rdfia_jax.images import array_to_image, expand_inputs, load_images, resize_image
+    from rdfia_jax.data.decode import array_to_image, expand_inputs
+    from rdfia_jax.data.transforms import load_images, resize_image
 
     arrays: list[np.ndarray] = []
     sources: list[str] = []

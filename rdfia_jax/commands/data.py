@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rdfia_jax.errors import RdfiaError
 
@@ -10,8 +11,8 @@ _WHERE = {
     "mnist": "raw: DIR/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (official files, checksum-verified)",
     "fashion_mnist": "raw: DIR/fashion_mnist/*.gz (same names as MNIST) or /usr/share/datasets/fashion-mnist",
     "mnistm": "built from MNIST + DIR/bsds500/train/*.jpg (200 BSDS500 train images), seeded",
-    "digits": "embedded (scikit-learn handwritten digits, 28x28) -- NOT MNIST, no download",
-    "digits_m": "embedded (digits on scikit-learn's sample photos) -- NOT MNIST-M, no download",
+    "digits": "scikit-learn handwritten digits, 28x28 -- NOT MNIST; no download, no preparation needed",
+    "digits_m": "digits on scikit-learn's sample photos -- NOT MNIST-M; no download, no preparation needed",
     "scene15": "raw: DIR/15SceneData/{train,test}/<class>/*.jpg or DIR/15SceneData.zip",
 }
 
@@ -43,19 +44,37 @@ def register(subparsers) -> None:
     lst.set_defaults(func=_list)
 
 
-def _prepare(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
+    """Validate every option and the output folder before any work starts."""
+    from rdfia_jax import paths
     from rdfia_jax.data import store
 
+    if args.seed < 0:
+        raise RdfiaError(f"--seed must be >= 0, got {args.seed}")
+    if args.download and args.name not in ("mnist", "fashion_mnist", "mnistm"):
+        raise RdfiaError(f"--download applies to mnist, fashion_mnist and mnistm, not {args.name}")
+    folders = [("--bsds-dir", args.bsds_dir)] + ([] if args.name == "scene15" else [("--data-dir", args.data_dir)])
+    for option, value in folders:  # (15 Scene's --data-dir may be its zip file)
+        if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+            raise RdfiaError(f"{option} {value} is a file, not a folder")
+    store.check_writable()
     if args.download:
-        from rdfia_jax.data import digits
+        store.check_writable(Path(args.data_dir).expanduser() if args.data_dir else paths.data_dir())
 
-        if args.name not in ("mnist", "fashion_mnist", "mnistm"):
-            raise RdfiaError(f"--download applies to mnist, fashion_mnist and mnistm, not {args.name}")
-        where = digits.download_idx("fashion_mnist" if args.name == "fashion_mnist" else "mnist", args.data_dir)
+
+def _prepare(args: argparse.Namespace) -> int:
+    from rdfia_jax import data
+    from rdfia_jax.data import store
+
+    _check_args(args)
+    if args.download:
+        from rdfia_jax.data.download import download_idx
+
+        where = download_idx("fashion_mnist" if args.name == "fashion_mnist" else "mnist", args.data_dir)
         print(f"raw files in {where}")
     already = store.is_prepared(args.name, args.seed) and not args.force and args.format in (None, _default_fmt())
-    vdir = store.prepare(args.name, data_dir=args.data_dir, seed=args.seed, bsds_dir=args.bsds_dir,
-                         force=args.force, fmt=args.format)
+    vdir = data.prepare(args.name, data_dir=args.data_dir, seed=args.seed, bsds_dir=args.bsds_dir,
+                        force=args.force, fmt=args.format)
     print(f"{args.name}: {'already prepared' if already else 'prepared'} in {vdir}")
     return 0
 
@@ -74,9 +93,15 @@ def _list(args: argparse.Namespace) -> int:
     print(f"prepared format: {_default_fmt()}")
     for row in store.list_datasets():
         name = row["name"] + (f" (seed {row['seed']})" if row["seed"] is not None else "")
-        state = "prepared" if row["prepared"] else "not prepared"
-        print(f"  {name:<22} {state:<13} {_WHERE[row['name']]}")
         if row["prepared"]:
-            print(f"  {'':<22} {'':<13} at {row['path']}")
-    print("  imagenet_val_25        (read directly) DIR/imagenet_val_25/imagenet_val_25.npz (X, y; never unpickled)")
+            state = "prepared"
+        elif row["name"] in store.EMBEDDED_SETS:
+            state = "embedded, always available"
+        else:
+            state = "not prepared"
+        print(f"  {name:<22} {state:<27} {_WHERE[row['name']]}")
+        if row["prepared"]:
+            print(f"  {'':<22} {'':<27} at {row['path']}")
+    print(f"  {'imagenet_val_25':<22} {'(read directly)':<27} "
+          "DIR/imagenet_val_25/imagenet_val_25.npz (X, y; never unpickled)")
     return 0

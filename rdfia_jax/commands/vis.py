@@ -86,7 +86,8 @@ def _indices(spec: str | None, n: int, source: str, default=range(5)) -> list[in
 
 def load_inputs(args, network) -> Inputs:
     """Images for the command, as [0, 1] floats with their labels when known."""
-    from rdfia_jax.images import expand_inputs, load_images
+    from rdfia_jax.data.decode import expand_inputs
+    from rdfia_jax.data.transforms import load_images
     from rdfia_jax.vis import core
 
     small = not core.is_imagenet(network)

@@ -1,10 +1,14 @@
-"""The in-memory dataset type every loader returns."""
+"""The in-memory dataset type every loader returns, and the shared in-process cache of loaded datasets."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+
+from rdfia_jax.errors import RdfiaError
+
+SPLITS = ("train", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,3 +51,21 @@ class ArrayDataset:
         """A dataset with only ``images[indices]`` (same name, split and description)."""
         indices = np.asarray(indices)
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+_CACHE: dict[tuple, ArrayDataset] = {}
+
+
+def cached(key, build) -> ArrayDataset:
+    """``build()`` once per ``key``; the arrays are made read-only, since every caller shares them."""
+    if key not in _CACHE:
+        ds = build()
+        ds.images.flags.writeable = False
+        ds.labels.flags.writeable = False
+        _CACHE[key] = ds
+    return _CACHE[key]
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise RdfiaError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")

@@ -1,4 +1,4 @@
-"""Reading MNIST-format IDX files (optionally gzip-compressed), with validation.
+"""Reading MNIST-format IDX files (optionally gzip-compressed), with validation: format, checksums, pairs.
 
 The IDX format (LeCun et al.): a 4-byte magic number ``0x0000TTDD`` (TT = element type, 0x08 =
 unsigned byte; DD = number of dimensions), then DD big-endian uint32 sizes, then the raw elements.
@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -104,3 +105,55 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     data = header + array.tobytes()
     path = Path(path)
     path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+
+
+def read_verified(path: Path, base: str, sha: Mapping[str, str] | None, gz_md5: Mapping[str, str] | None,
+                  what: str) -> np.ndarray:
+    """Read, checksum-check (``sha`` of the decompressed content, or ``gz_md5`` of the .gz) and parse one IDX file."""
+    data = read_bytes(path)
+    if sha is not None:
+        ok = sha256(data) == sha[base]
+        if not ok and gz_md5 is not None and path.suffix == ".gz":
+            ok = hashlib.md5(path.read_bytes()).hexdigest() == gz_md5[base]
+        if not ok:
+            raise RdfiaError(
+                f"{path}: checksum mismatch: the decompressed content (sha256 {sha256(data)[:16]}...) "
+                f"is not the official {what} file {base} (sha256 {sha[base][:16]}...); the file is "
+                "corrupt or from another dataset: download it again"
+            )
+    return parse_idx(data, source=str(path))
+
+
+
+def load_idx_pair(images_path: Path, labels_path: Path, *, expected_count: int | None = None,
+                  image_shape=(28, 28), sha=None, gz_md5=None, what="IDX") -> tuple[np.ndarray, np.ndarray]:
+    """Read and cross-check one images/labels pair of IDX files.
+
+    Args:
+      images_path: an ``idx3-ubyte`` file (``.gz`` or raw).
+      labels_path: the matching ``idx1-ubyte`` file.
+      expected_count: number of examples required (None: any, as long as both files agree).
+      image_shape: required (H, W).
+      sha: optional {basename: sha256 of the decompressed content}; a mismatch raises.
+      gz_md5: optional {basename: md5 of the .gz file}, accepted as an alternative to ``sha``.
+      what: dataset name for messages.
+    Returns:
+      ``(images uint8 (N, H, W, 1), labels int64 (N,))``.
+    """
+    def base(p: Path) -> str:
+        return p.name[:-3] if p.name.endswith(".gz") else p.name
+
+    images = read_verified(images_path, base(images_path), sha, gz_md5, what)
+    labels = read_verified(labels_path, base(labels_path), sha, gz_md5, what)
+    if images.ndim != 3 or images.shape[1:] != tuple(image_shape):
+        raise RdfiaError(f"{images_path}: expected images of shape (N, {image_shape[0]}, {image_shape[1]}), got {images.shape}")
+    if labels.ndim != 1:
+        raise RdfiaError(f"{labels_path}: expected a 1-D label file, got shape {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise RdfiaError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
+    if expected_count is not None and images.shape[0] != expected_count:
+        raise RdfiaError(f"{images_path}: expected {expected_count} images, found {images.shape[0]}")
+    if labels.size and labels.max() > 9:
+        raise RdfiaError(f"{labels_path}: label {int(labels.max())} out of range 0..9")
+    return images[..., None], labels.astype(np.int64)
+

@@ -1,9 +1,10 @@
 """Prepared datasets: tensorflow-datasets builders writing ``array_record`` files, read back without TensorFlow.
 
 ``rdfia-jax data prepare NAME`` builds a versioned tfds dataset under
-``$RDFIA_JAX_DATA/prepared/tfds/<builder>/<config>/<version>/`` from the user's raw files (no download:
-the raw files are located and validated by :mod:`rdfia_jax.data.digits` / :mod:`~rdfia_jax.data.images`
-*before* tfds runs, so a missing file fails in milliseconds, never in tfds' network retry loop).
+``$RDFIA_JAX_DATA/prepared/tfds/<builder>/<config>/<version>/`` from arrays the loaders have already
+read and validated (:func:`rdfia_jax.data.prepare` does that *before* tfds runs, so a missing
+file fails in milliseconds, never in tfds' network retry loop). The store takes arrays and imports no
+loader.
 Features are ``tfds.features.Tensor`` (zlib-encoded, which also handles 15 Scene's variable sizes);
 TensorFlow is not needed to write or read them (tfds 4.9 serializes and parses examples in numpy).
 Reading goes through ``tfds.builder_from_directory(...).as_data_source(split)`` (random access).
@@ -42,6 +43,7 @@ SCENE_BUILDER_NAME = "rdfia_scene15"
 DIGIT_SETS = ("mnist", "fashion_mnist", "mnistm", "digits", "digits_m")
 SEEDED = ("mnistm", "digits_m")
 PREPARABLE = DIGIT_SETS + ("scene15",)
+EMBEDDED_SETS = ("digits", "digits_m")  # built from data inside scikit-learn: usable without preparation
 
 
 def have_array_record() -> bool:
@@ -54,6 +56,31 @@ def have_array_record() -> bool:
 def prepared_root() -> Path:
     """Root folder of prepared datasets: ``$RDFIA_JAX_DATA/prepared``."""
     return paths.data_dir() / "prepared"
+
+
+def check_writable(folder: Path | None = None) -> Path:
+    """Refuse, before any work, a prepared-data folder that cannot be created or written.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder (a file is written
+    and deleted there). Raises RdfiaError naming the folder and how to change it.
+    """
+    import os
+    import tempfile
+
+    folder = Path(folder) if folder is not None else prepared_root()
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise RdfiaError(f"cannot write prepared data to {folder} ({err.strerror or err}); set RDFIA_JAX_DATA "
+                         "to a writable folder") from None
+    return folder
 
 
 def config_name(name: str, seed: int = 0) -> str:
@@ -184,52 +211,44 @@ def _clean_incomplete(vdir: Path) -> None:
 # ----------------------------------------------------------------------------- prepare
 
 
-def _raw_digit_arrays(name, data_dir, seed, bsds_dir):
-    from rdfia_jax import data
+def resolve_format(fmt: str | None = None) -> str:
+    """The storage format: ``fmt``, or array_record when tfds can write it here, else npz."""
+    fmt = fmt or ("array_record" if have_array_record() else "npz")
+    if fmt not in ("array_record", "npz"):
+        raise RdfiaError(f"unknown prepared format {fmt!r}; choose array_record or npz")
+    if fmt == "array_record" and not have_array_record():
+        raise RdfiaError("tfds' array_record format needs the packages array_record and importlib_resources "
+                         "(pip install array_record importlib_resources); or use --format npz")
+    return fmt
 
-    out, description = {}, ""
-    for split in ("train", "test"):
-        ds = data.load(name, split, data_dir=data_dir, seed=seed, bsds_dir=bsds_dir, use_prepared=False)
-        out[split] = (ds.images, ds.labels)
-        description = ds.description.replace(f" {split}", "")
-    return out, description
+
+def complete_copy(name: str, seed: int = 0, fmt: str | None = None) -> Path | None:
+    """The version folder of a complete prepared copy in format ``fmt``, or None."""
+    fmt = resolve_format(fmt)
+    vdir = version_dir(name, seed, fmt=fmt)
+    return vdir if (vdir / ("dataset_info.json" if fmt == "array_record" else "info.json")).is_file() else None
 
 
-def prepare(name: str, *, data_dir=None, seed: int = 0, bsds_dir=None, force: bool = False,
-            fmt: str | None = None) -> Path:
-    """Prepare ``name`` once (idempotent; atomic; ``force`` rebuilds).
+def write(name: str, splits: dict, *, description: str = "", class_names=(), seed: int = 0,
+          fmt: str | None = None) -> Path:
+    """Write a prepared copy from arrays already loaded and validated (atomic; replaces any old copy).
 
     Args:
       name: one of :data:`PREPARABLE`.
-      data_dir: folder of the raw files (default ``$RDFIA_JAX_DATA``).
-      seed: composition seed of MNIST-M / digits_m.
-      bsds_dir: BSDS500 train folder for MNIST-M.
-      force: rebuild even if a complete copy exists.
+      splits: ``{split: (images, labels)}``: uint8 NHWC arrays for the digit sets, lists of
+        variable-size uint8 HxWxC images for ``scene15``; int64 labels.
+      description: one line about the data (digit sets).
+      class_names: the class names (``scene15``).
+      seed: composition seed of MNIST-M / digits_m (part of the folder name).
       fmt: "array_record" (tfds) or "npz"; default array_record when available.
     Returns:
       The prepared version folder.
     """
     if name not in PREPARABLE:
         raise RdfiaError(f"cannot prepare {name!r}; choose one of {', '.join(PREPARABLE)}")
-    fmt = fmt or ("array_record" if have_array_record() else "npz")
-    if fmt == "array_record" and not have_array_record():
-        raise RdfiaError("tfds' array_record format needs the packages array_record and importlib_resources "
-                         "(pip install array_record importlib_resources); or use --format npz")
+    fmt = resolve_format(fmt)
     vdir = version_dir(name, seed, fmt=fmt)
-    marker = vdir / ("dataset_info.json" if fmt == "array_record" else "info.json")
-    if marker.is_file() and not force:
-        return vdir
     _clean_incomplete(vdir)
-    # Validate and load the raw files first: errors are RdfiaErrors raised before tfds starts.
-    if name == "scene15":
-        from rdfia_jax.data.images import load_scene15
-
-        splits = {}
-        for split in ("train", "test"):
-            images, labels, class_names = load_scene15(data_dir, split)
-            splits[split] = (images, labels)
-    else:
-        arrays, description = _raw_digit_arrays(name, data_dir, seed, bsds_dir)
     if vdir.exists():
         shutil.rmtree(vdir)
     if fmt == "npz":
@@ -238,9 +257,9 @@ def prepare(name: str, *, data_dir=None, seed: int = 0, bsds_dir=None, force: bo
             for split, (images, labels) in splits.items():
                 _write_npz(vdir / f"{split}.npz", labels=labels, shapes=np.array([im.shape for im in images]),
                            flat=np.concatenate([im.ravel() for im in images]))
-            info = {"name": name, "version": PREPARED_VERSION, "class_names": class_names}
+            info = {"name": name, "version": PREPARED_VERSION, "class_names": list(class_names)}
         else:
-            for split, (images, labels) in arrays.items():
+            for split, (images, labels) in splits.items():
                 _write_npz(vdir / f"{split}.npz", images=images, labels=labels)
             info = {"name": name, "version": PREPARED_VERSION, "description": description, "seed": seed}
         atomic_write_bytes(vdir / "info.json", json.dumps(info, indent=1).encode())
@@ -250,10 +269,10 @@ def prepare(name: str, *, data_dir=None, seed: int = 0, bsds_dir=None, force: bo
     config = tfds.core.BuilderConfig(name=config_name(name, seed), version=PREPARED_VERSION)
     root = vdir.parent.parent.parent  # .../tfds ; tfds adds <builder>/<config>/<version>
     if name == "scene15":
-        builder = classes["scene15"](splits=splits, class_names=class_names, config=config, data_dir=str(root),
+        builder = classes["scene15"](splits=splits, class_names=list(class_names), config=config, data_dir=str(root),
                                      file_format="array_record")
     else:
-        builder = classes["digits"](arrays=arrays, channels=arrays["train"][0].shape[-1], description=description,
+        builder = classes["digits"](arrays=splits, channels=splits["train"][0].shape[-1], description=description,
                                     config=config, data_dir=str(root), file_format="array_record")
     from absl import logging as absl_logging
 
@@ -261,7 +280,7 @@ def prepare(name: str, *, data_dir=None, seed: int = 0, bsds_dir=None, force: bo
     absl_logging.set_verbosity(absl_logging.ERROR)  # hides "Using custom data configuration" noise
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=str(data_dir or paths.data_dir()), try_download_gcs=False))
+            manual_dir=str(paths.data_dir()), try_download_gcs=False))
     finally:
         absl_logging.set_verbosity(verbosity)
     return vdir

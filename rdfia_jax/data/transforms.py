@@ -1,26 +1,90 @@
-"""The practical's input normalizations, applied to uint8 NHWC batches (numpy, float32 out).
+"""The one resize / crop module (torchvision's transforms on PIL images) and the digit-set normalizations.
 
+* VGG / ImageNet: ``Resize((224, 224))`` (``"resize"``, the practical's default) or ``Resize(256)`` +
+  ``CenterCrop(224)`` (``"crop"``, torchvision's evaluation), PIL bilinear on uint8 images, so results
+  equal torchvision's PIL path. Mean/std normalization is :class:`rdfia_jax.preprocess.Preprocessing`'s job.
 * DANN: pixels in [0, 1], standardized with the MNIST-train mean/std (one scalar), 3 channels.
-* GANs: 28x28 resized to 32x32 as torchvision ``Resize(32)`` does on PIL images (PIL bilinear,
-  rounded to uint8), then scaled to [-1, 1] (``ToTensor`` + ``Normalize(0.5, 0.5)``).
-* VGG: ``Resize((224, 224))`` or ``Resize(256)`` + ``CenterCrop(224)`` (PIL bilinear, as torchvision
-  on PIL images); ImageNet mean/std normalization itself is :mod:`rdfia_jax.preprocess`'s job.
+* GANs: 28x28 resized to 32x32 as torchvision ``Resize(32)`` does on PIL images, then [-1, 1].
 """
 
 from __future__ import annotations
 
+import os
+from typing import Iterable, Sequence
+
 import numpy as np
 
-from rdfia_jax.data.digits import MNIST_TRAIN_MEAN, MNIST_TRAIN_STD
+from rdfia_jax.data.datasets.mnist import MNIST_TRAIN_MEAN, MNIST_TRAIN_STD
+from rdfia_jax.data.decode import array_to_image, open_image, to_rgb
 from rdfia_jax.errors import RdfiaError
 
-
-def to_float01(images: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1]."""
-    return images.astype(np.float32) * np.float32(1.0 / 255.0)
+RESIZE_MODES = ("resize", "crop")
 
 
-def to_rgb(images: np.ndarray) -> np.ndarray:
+def resize_image(img, mode: str = "resize", size: int = 224, resize_to: int = 256) -> np.ndarray:
+    """torchvision's evaluation transforms on a PIL image, returning uint8 (size, size, 3).
+
+    Args:
+      img: a Pillow image (converted to RGB by :func:`rdfia_jax.data.decode.to_rgb` if needed).
+      mode: "resize" = ``Resize((size, size))``; "crop" = ``Resize(resize_to)`` (short side) then
+        ``CenterCrop(size)``.
+      size: output side.
+      resize_to: short side before the center crop.
+    """
+    from PIL import Image
+
+    if mode not in RESIZE_MODES:
+        raise RdfiaError(f"unknown resize mode {mode!r}; choose one of {RESIZE_MODES}")
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    if mode == "resize":
+        out = img.resize((size, size), Image.BILINEAR)
+    else:
+        w, h = img.size
+        # torchvision Resize(int): short side -> resize_to, long side int(resize_to * long / short)
+        if w <= h:
+            nw, nh = resize_to, int(resize_to * h / w)
+        else:
+            nw, nh = int(resize_to * w / h), resize_to
+        img = img.resize((nw, nh), Image.BILINEAR)
+        top = int(round((nh - size) / 2.0))
+        left = int(round((nw - size) / 2.0))
+        out = img.crop((left, top, left + size, top + size))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def resize_array(image: np.ndarray, mode: str = "resize", size: int = 224, resize_to: int | None = None) -> np.ndarray:
+    """One uint8 HxW / HxWx1 / HxWx3 array -> uint8 (size, size, 3) (:func:`resize_image`).
+
+    ``resize_to`` defaults to ``round(size * 256 / 224)`` (256 for 224, torchvision's ratio)."""
+    resize_to = round(size * 256 / 224) if resize_to is None else resize_to
+    return resize_image(array_to_image(image), mode, size, resize_to=resize_to)
+
+
+def prepare_images(images: Sequence[np.ndarray], mode: str = "resize", size: int = 224) -> np.ndarray:
+    """uint8 images of any sizes (gray or RGB) -> one uint8 (N, size, size, 3) batch (:func:`resize_array`)."""
+    if mode not in RESIZE_MODES:
+        raise RdfiaError(f"unknown preprocessing {mode!r}; choose one of {RESIZE_MODES}")
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        out[i] = resize_array(img, mode, size)
+    return out
+
+
+def load_images(paths: Iterable[str | os.PathLike], mode: str = "resize", size: int = 224) -> np.ndarray:
+    """Decode (:func:`rdfia_jax.data.decode.open_image`) and resize image files into one uint8 NHWC batch."""
+    arrays = [resize_image(open_image(p), mode, size) for p in paths]
+    if not arrays:
+        raise RdfiaError("no images given")
+    return np.stack(arrays)
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (torchvision's ``ToTensor`` scaling), for the ImageNet models."""
+    return np.asarray(images, np.float32) / np.float32(255.0)
+
+
+def gray_to_rgb(images: np.ndarray) -> np.ndarray:
     """Replicate a 1-channel NHWC (or HWC) array to 3 channels; 3-channel input is returned as is."""
     if images.shape[-1] == 3:
         return images
@@ -31,7 +95,7 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 
 def dann_normalize(images: np.ndarray, mean: float = MNIST_TRAIN_MEAN, std: float = MNIST_TRAIN_STD) -> np.ndarray:
     """The DANN input: uint8 NHWC (1 or 3 channels) -> float32 (N, H, W, 3), ``(x/255 - mean) / std``."""
-    x = to_rgb(to_float01(images))
+    x = gray_to_rgb(images.astype(np.float32) * np.float32(1.0 / 255.0))
     return (x - np.float32(mean)) / np.float32(std)
 
 
@@ -58,19 +122,11 @@ def gan_resize32(images: np.ndarray) -> np.ndarray:
 
 def gan_normalize(images32: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 in [-1, 1] (``ToTensor`` then ``Normalize(0.5, 0.5)``)."""
-    return (to_float01(images32) - np.float32(0.5)) / np.float32(0.5)
+    return (images32.astype(np.float32) * np.float32(1.0 / 255.0) - np.float32(0.5)) / np.float32(0.5)
 
 
 def imagenet_resize(image: np.ndarray, mode: str = "resize") -> np.ndarray:
-    """One uint8 HWC (or HW) image -> uint8 (224, 224, 3) RGB, via :func:`rdfia_jax.images.resize_image`.
-
-    Args:
-      image: grayscale images become 3-channel (as PIL ``convert("RGB")``).
-      mode: ``"resize"`` = ``Resize((224, 224))`` (the practical's default); ``"center_crop"`` (or
-        ``"crop"``) = ``Resize(256)`` (short side) then ``CenterCrop(224)`` (torchvision's evaluation).
-    """
-    from rdfia_jax.images import array_to_image, resize_image
-
+    """One uint8 HWC (or HW) image -> uint8 (224, 224, 3) RGB; ``mode`` "resize", or "center_crop" / "crop"."""
     if mode not in ("resize", "center_crop", "crop"):
         raise RdfiaError(f"unknown resize mode {mode!r}; choose 'resize' or 'center_crop'")
-    return resize_image(array_to_image(image), "resize" if mode == "resize" else "crop", 224)
+    return resize_array(image, "resize" if mode == "resize" else "crop", 224)

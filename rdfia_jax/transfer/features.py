@@ -34,7 +34,7 @@ from rdfia_jax import paths
 from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
-from rdfia_jax.images import RESIZE_MODES, array_to_image, resize_image
+from rdfia_jax.data.transforms import RESIZE_MODES, prepare_images
 from rdfia_jax.models import Network, cpu_chunk, forward_chunked
 from rdfia_jax.progress import Progress
 from rdfia_jax import xla
@@ -89,24 +89,6 @@ def resolve_layer(network: Network, layer: str) -> str:
     return spec
 
 
-def prepare_images(images: Sequence[np.ndarray], mode: str = "resize", size: int = 224) -> np.ndarray:
-    """uint8 HxW / HxWx1 / HxWx3 images -> uint8 (N, size, size, 3) with torchvision's transforms.
-
-    Args:
-      images: images of any sizes.
-      mode: "resize" (``Resize((size, size))``) or "crop" (``Resize(256)`` + ``CenterCrop(size)``).
-      size: output side.
-    Returns:
-      uint8 array (N, size, size, 3); grayscale images are replicated to three channels.
-    """
-    if mode not in RESIZE_MODES:
-        raise RdfiaError(f"unknown preprocessing {mode!r}; choose one of {RESIZE_MODES}")
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for i, img in enumerate(images):
-        out[i] = resize_image(array_to_image(img), mode, size, resize_to=round(size * 256 / 224))
-    return out
-
-
 class FeatureExtractor:
     """Jitted, device-sharded extraction of one or more activations of a network.
 
@@ -129,21 +111,26 @@ class FeatureExtractor:
         mesh = Mesh(np.asarray(self.devices), ("batch",))
         self.batch_sharding = parallel.batch_sharding(mesh)
         self.state = parallel.replicate(network.state, mesh)
-        self.trace_count = 0  # incremented at trace time: tests assert one compilation per shape
+        self.traces = xla.TraceCounter()  # counts compilations: tests assert one per shape
         graphdef, prep, layers_ = network.graphdef, network.preprocessing, self.layers
         # Sequential chunks only on one device: a lax.map over a batch-sharded axis would gather it.
         chunk = cpu_chunk(network.name) if n_dev == 1 else None
 
         def features(state, images_u8):
-            self.trace_count += 1
             x = images_u8.astype(jnp.float32) / jnp.float32(255.0)
             if x.shape[-1] == 1:  # grayscale -> the 3 channels ImageNet models expect
                 x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
             _, acts = forward_chunked(graphdef, state, prep.normalize(x), layers_, chunk=chunk)
             return tuple(acts[l].reshape(acts[l].shape[0], -1).astype(jnp.float32) for l in layers_)
 
-        self._fn = xla.jit(features, in_shardings=(parallel.replicated(mesh), self.batch_sharding),
+        self._fn = xla.jit(self.traces.wrap(features, "features"),
+                           in_shardings=(parallel.replicated(mesh), self.batch_sharding),
                            out_shardings=self.batch_sharding)
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the feature function was traced (compiled)."""
+        return self.traces["features"]
 
     def __call__(self, batches: Iterable[np.ndarray], total: int, *, progress: bool = True) -> dict[str, np.ndarray]:
         """Features of a stream of uint8 NHWC batches (any batch lengths <= ``batch_size``).

@@ -25,7 +25,7 @@ import numpy as np
 
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_write_bytes
-from rdfia_jax.images import IMAGE_EXTENSIONS
+from rdfia_jax.data.decode import IMAGE_EXTENSIONS
 from rdfia_jax.transfer import classifiers, report
 from rdfia_jax.transfer.features import cached_features, images_fingerprint, layer_for_cut, weights_fingerprint
 
@@ -125,7 +125,7 @@ def load_data(settings: Settings):
     try:  # the data package's public name (contract), else its module
         from rdfia_jax.data import load_scene15
     except ImportError:
-        from rdfia_jax.data.images import load_scene15
+        from rdfia_jax.data.datasets.scene15 import load_scene15
 
     check_class_folders(settings.data)
     tr_x, tr_y, names = load_scene15(settings.data, "train", progress=settings.progress)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.images import IMAGE_EXTENSIONS
+from rdfia_jax.data.decode import IMAGE_EXTENSIONS
 from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
@@ -122,23 +122,21 @@ def evaluate(network, paths: list[Path], labels: np.ndarray, *, batch_size: int 
     import jax
 
     from rdfia_jax import models
-    from rdfia_jax.images import load_images, to_unit
+    from rdfia_jax.data.batching import map_batches
+    from rdfia_jax.data.transforms import load_images, to_unit
 
     if limit is not None:
         paths, labels = paths[:limit], labels[:limit]
     graphdef, prep = network.graphdef, network.preprocessing
     top5_fn = xla.jit(lambda state, x: jax.lax.top_k(models.forward(graphdef, state, prep.normalize(x))[0], 5)[1])
     top1 = top5 = 0
+    chunk = batch_size * 8  # images decoded at a time (a whole evaluation set would not fit in memory)
     with Progress(len(paths), f"eval {network.name}", unit="img") as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images = to_unit(load_images(chunk, mode=mode, size=224))
-            n = len(chunk)
-            if n < batch_size:  # pad so the jitted function keeps one input shape
-                images = np.concatenate([images, np.zeros((batch_size - n,) + images.shape[1:], images.dtype)])
-            pred = np.asarray(top5_fn(network.state, images))[:n]
-            truth = labels[start:start + n]
+        for start in range(0, len(paths), chunk):
+            images = to_unit(load_images(paths[start:start + chunk], mode=mode, size=224))
+            # map_batches zero-pads the last batch, so top5_fn keeps one input shape (one compilation)
+            pred = map_batches(lambda x: top5_fn(network.state, x), images, batch_size, progress=bar)
+            truth = labels[start:start + len(images)]
             top1 += int((pred[:, 0] == truth).sum())
             top5 += int((pred == truth[:, None]).any(axis=1).sum())
-            bar.update(n)
     return EvalResult(len(paths), top1, top5)
