@@ -86,16 +86,8 @@ DEFAULT_CONFIGS = {"mnist": TrainConfig(epochs=3), "fashion_mnist": TrainConfig(
 
 def load_split(dataset: str, split: str, data_dir=None):
     """The ``split`` ("train" or "test") of a classifier dataset, as an ``rdfia_jax.data`` ArrayDataset."""
-    try:
-        from rdfia_jax.data import load  # the public loader
-    except ImportError:
-        from rdfia_jax.data import digits as _digits
+    from rdfia_jax.data import load
 
-        if dataset == "digits":
-            return _digits.load_digits(split)
-        if dataset == "fashion_mnist":
-            return _digits.load_fashion_mnist(split, data_dir)
-        return _digits.load_mnist(split, data_dir)
     return load(dataset, split, data_dir=data_dir)
 
 
