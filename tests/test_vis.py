@@ -158,7 +158,7 @@ def test_blur_matches_scipy_and_jitter_undoes():
 
 
 def test_traced_once_per_shape(tiny):
-    before = dict(core.TRACE_COUNTS)
+    before = dict(core.TRACES.counts)
     for seed in (0, 1, 2):
         x = _images(3, seed)
         S.saliency(tiny, x, [0, 1, 2])
@@ -168,9 +168,9 @@ def test_traced_once_per_shape(tiny):
                                   l2_reg=1e-3 * (seed + 1), seed=seed, engine=engine)
         S.gradcam(tiny, x, [0, 1, 2], layer="act")
     for name in ("saliency", "fool", "classvis", "classvis_step", "gradcam"):
-        assert core.TRACE_COUNTS[name] - before.get(name, 0) == 1, name
+        assert core.TRACES[name] - before.get(name, 0) == 1, name
     S.saliency(tiny, _images(5), [0, 1, 2, 3, 0])  # a new shape compiles once more
-    assert core.TRACE_COUNTS["saliency"] - before.get("saliency", 0) == 2
+    assert core.TRACES["saliency"] - before.get("saliency", 0) == 2
 
 
 def test_gradcam_matches_manual_computation(tiny):
