@@ -269,3 +269,24 @@ def test_imagenet_model_paths_run(squeeze):
     cv = C.class_visualization(squeeze, [5], iters=2, image_size=32, snapshot_every=0, max_jitter=4)
     lo, hi = squeeze.preprocessing.bounds()
     assert (cv.images >= lo - 1e-6).all() and (cv.images <= hi + 1e-6).all()
+
+
+def test_figures_change_no_process_state(tmp_path):
+    """Figures are drawn on their own Agg canvases: no matplotlib.use, no pyplot figures left open."""
+    import sys
+
+    import matplotlib
+
+    from rdfia_jax.transfer import report
+    from rdfia_jax.vis import figures
+
+    backend = matplotlib.rcParams["backend"]
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    figures.attribution_grid(images, {"saliency": images[..., 0]}, ["a", "b"], tmp_path / "a.png", suptitle="t")
+    figures.image_grid(list(images), ["a", "b"], tmp_path / "b.png", cols=2)
+    report.plot_c_sweep({1.0: 0.5, 10.0: 0.6}, {1.0: 0.4, 10.0: 0.7}, tmp_path / "c.png", best_C=10.0)
+    assert matplotlib.rcParams["backend"] == backend
+    if "matplotlib.pyplot" in sys.modules:
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

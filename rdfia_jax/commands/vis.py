@@ -119,7 +119,10 @@ def load_model(args):
         if args.random_weights:
             graphdef, state = nnx.split(SmallCNN(rngs=nnx.Rngs(args.seed)))
             return Network(SMALL, graphdef, state, UNIT_GRAY, f"RANDOM weights, seed {args.seed} (meaningless)")
-        return get_classifier(SMALL_MODELS[args.model], seed=args.seed, data_dir=args.data_dir).network()
+        try:
+            return get_classifier(SMALL_MODELS[args.model], seed=args.seed, data_dir=args.data_dir).network()
+        except RdfiaError as err:
+            raise RdfiaError(f"{err}; {NO_DOWNLOAD_HINT}" if args.model == SMALL else str(err)) from None
     from rdfia_jax.weights import load_network
 
     try:
@@ -138,7 +141,10 @@ def load_inputs(args, default_indices=range(5)) -> Inputs:
         from rdfia_jax import data
 
         dataset = SMALL_MODELS[args.model]
-        test = data.load(dataset, "test", data_dir=args.data_dir)
+        try:
+            test = data.load(dataset, "test", data_dir=args.data_dir)
+        except RdfiaError as err:
+            raise RdfiaError(f"{err}; {NO_DOWNLOAD_HINT}" if args.model == SMALL else str(err)) from None
         idx = common.parse_indices(args.indices, len(test), f"the {dataset} test set", default_indices)
         return Inputs(np.asarray(test.images[idx]), np.asarray(test.labels[idx], np.int64),
                       [f"{dataset} test[{i}]" for i in idx])
