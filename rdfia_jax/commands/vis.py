@@ -359,8 +359,9 @@ def _visualize(args) -> int:
                                 start_index=args.start_index, start_target=args.start_target, quick=args.quick,
                                 proof_dataset=args.proof_dataset)
     section.check_settings(settings, experiments)
-    if args.random_weights and set(experiments) & set(section.IMAGENET_EXPERIMENTS):
-        print(common.random_weights_note(["squeezenet1_1", *settings.models]), file=sys.stderr)
+    models = section.imagenet_models(settings, experiments)
+    if args.random_weights and models:
+        print(common.random_weights_note(models), file=sys.stderr)
     path = section.run(settings, experiments)
     print(f"results: {path}")
     return 0

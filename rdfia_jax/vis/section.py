@@ -110,6 +110,16 @@ def find_val25(data_dir: str | Path | None = None, *, hint: str = "") -> Path:
     return found
 
 
+def imagenet_models(settings: Settings, experiments: Sequence[str]) -> list[str]:
+    """The ImageNet models the chosen experiments load, sorted."""
+    needed = set()
+    if set(experiments) & {"fooling", "classvis", "classvis-image"}:
+        needed.add("squeezenet1_1")
+    if set(experiments) & {"saliency", "compare"}:
+        needed.update(settings.models)
+    return sorted(needed)
+
+
 def check_settings(settings: Settings, experiments: Sequence[str]) -> None:
     """Refuse bad settings before any model is loaded or any image decoded.
 
@@ -143,12 +153,7 @@ def check_settings(settings: Settings, experiments: Sequence[str]) -> None:
     if not settings.random_weights:
         from rdfia_jax.weights import find_converted, load_network
 
-        needed = set()
-        if set(experiments) & {"fooling", "classvis", "classvis-image"}:
-            needed.add("squeezenet1_1")
-        if set(experiments) & {"saliency", "compare"}:
-            needed.update(settings.models)
-        for model in sorted(needed):
+        for model in imagenet_models(settings, experiments):
             if not find_converted(model):
                 try:
                     load_network(model)  # raises the message that says how to get the weights
@@ -437,5 +442,5 @@ def run(settings: Settings, experiments: Sequence[str] = EXPERIMENTS, *,
     return settings.out / "results.md"
 
 
-__all__ = ["EXPERIMENTS", "Settings", "Results", "run", "check_settings", "find_val25", "val25_candidates",
+__all__ = ["EXPERIMENTS", "Settings", "Results", "run", "check_settings", "imagenet_models", "find_val25", "val25_candidates",
            "saliency", "fooling", "classvis", "classvis_image", "compare", "mnist_proof"]
