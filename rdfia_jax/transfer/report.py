@@ -98,12 +98,10 @@ def write_table(rows: Sequence[Row], out_dir: str | Path, *, header: str = "") -
 
 def _axes(figsize: tuple[float, float]):
     """One axes on a figure with its own Agg canvas (no pyplot state, no ``matplotlib.use``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from rdfia_jax.vis.figures import new_figure
 
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    fig, axes = new_figure(1, 1, figsize)
+    return fig, axes[0, 0]
 
 
 def _save(fig, path: Path) -> Path:
