@@ -197,3 +197,15 @@ def test_check_output_dir_creates_nothing(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(RdfiaError, match="--cache-dir .*is an existing file"):
         common.check_output_dir(tmp_path / "f", "--cache-dir")
+
+
+def test_target_counts_and_missing_labels_are_refused_before_any_model_load(tmp_path, image, capsys,
+                                                                            no_model_load):
+    err = _error(["saliency", "--random-weights", "--images", image, "--out", tmp_path], capsys)
+    assert "--target is required: the images have no labels" in err
+    err = _error(["fool", "--random-weights", "--images", image, image, image, "--target", "vase", "quail",
+                  "--out", tmp_path], capsys)
+    assert "--target: give one class or one per image (3); got 2" in err
+    err = _error(["classvis", "--random-weights", "--images", image, "--objective", "channel", "--layer", "fire6",
+                  "--channel", "1", "2", "--out", tmp_path], capsys)
+    assert "--channel: give one channel or one per image (1); got 2" in err

@@ -153,6 +153,16 @@ def load_inputs(args, default_indices=range(5)) -> Inputs:
     return common.read_inputs([str(find_val25(args.data_dir))], indices=args.indices, default_indices=default_indices)
 
 
+def _check_target_count(specs, inputs: Inputs, *, labels_needed: bool, what: str = "--target") -> None:
+    """Before the model loads: one target or one per image, and labels when no target is given."""
+    n = len(inputs.images)
+    if specs and len(specs) not in (1, n):
+        noun = "channel" if what == "--channel" else "class"
+        raise RdfiaError(f"{what}: give one {noun} or one per image ({n}); got {len(specs)}")
+    if not specs and labels_needed and (inputs.labels < 0).any():
+        raise RdfiaError(f"{what} is required: the images have no labels")
+
+
 def _targets(network, specs, labels: np.ndarray, n: int, what: str = "--target") -> np.ndarray:
     """Per-image class indices from --target (names or indices; one, or one per image) or the labels."""
     from rdfia_jax.vis import core
@@ -193,6 +203,7 @@ def _saliency(args) -> int:
     preflight(args, targets=args.target, layer=args.layer if args.layer and (
         "gradcam" in args.method or "all" in args.method) else None)
     inputs = load_inputs(args)
+    _check_target_count(args.target, inputs, labels_needed=True)
     network = load_model(args)
     common.print_random_weights_banner(network)
     x = network.preprocessing.normalize(inputs.images01)
@@ -237,6 +248,7 @@ def _fool(args) -> int:
     if args.indices is None and not args.images and not _is_small(args):
         args.indices = "1"  # the practical's default: image 1 (quail)
     inputs = load_inputs(args)
+    _check_target_count(args.target, inputs, labels_needed=False)
     network = load_model(args)
     common.print_random_weights_banner(network)
     x = network.preprocessing.normalize(inputs.images01)
@@ -290,6 +302,9 @@ def _classvis(args) -> int:
     preflight(args, targets=args.target if args.objective == "class" else None,
               layer=args.layer if args.objective != "class" else None, need_inputs=bool(args.images or args.indices))
     inputs = load_inputs(args) if args.images or args.indices else None  # start from images instead of noise
+    if inputs is not None:
+        _check_target_count(args.target if args.objective == "class" else args.channel, inputs,
+                            labels_needed=False, what="--target" if args.objective == "class" else "--channel")
     network = load_model(args)
     common.print_random_weights_banner(network)
     objective = C.Objective(args.objective, args.layer, position)
