@@ -231,7 +231,7 @@ def read_inputs(items: Sequence[str], *, size: int = 224, gray: bool = False, re
     files = []
     for item in items:
         if str(item).lower().endswith(".npz"):
-            x, y = _read_npz(str(item), gray, class_names is not None)
+            x, y = _read_npz(str(item), gray)
             for i in parse_indices(indices, len(x), str(item), default_indices):
                 img = x[i]
                 if not gray and img.shape[:2] != (size, size):
@@ -256,7 +256,7 @@ def read_inputs(items: Sequence[str], *, size: int = 224, gray: bool = False, re
     return Inputs(np.stack(arrays), np.asarray(labels, np.int64), sources)
 
 
-def _read_npz(path: str, gray: bool, imagenet_labels: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: str, gray: bool) -> tuple[np.ndarray, np.ndarray]:
     """``X`` (uint8) and ``y`` (int64; -1 when absent) of an .npz, read without unpickling anything."""
     import zipfile
 
@@ -280,7 +280,7 @@ def _read_npz(path: str, gray: bool, imagenet_labels: bool) -> tuple[np.ndarray,
     if y.shape != x.shape[:1] or not np.issubdtype(y.dtype, np.integer):
         raise RdfiaError(f"{path}: 'y' must be integers of shape ({len(x)},), got {y.dtype} {y.shape}")
     y = y.astype(np.int64)
-    classes = 1000 if imagenet_labels or not gray else 10
+    classes = 10 if gray else 1000  # digits, or ImageNet
     if y.size and (y.max() >= classes or y.min() < -1):
         raise RdfiaError(f"{path}: labels 'y' must be classes 0..{classes - 1}")
     return x, y
