@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "rdfia_jax.commands.weights",   # weights convert|fetch|list, eval
     "rdfia_jax.commands.data",      # data prepare|list
     "rdfia_jax.commands.transfer",  # transfer
-    "rdfia_jax.commands.vis",       # saliency, fool, classvis
+    "rdfia_jax.commands.vis",       # saliency, fool, classvis, visualize
     "rdfia_jax.commands.attack",    # attack
     "rdfia_jax.commands.dann",      # dann
     "rdfia_jax.commands.gan",       # gan, cgan

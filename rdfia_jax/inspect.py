@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from rdfia_jax import imagenet, models
+from rdfia_jax.data.batching import map_batches
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.data.transforms import to_unit
 from rdfia_jax import xla
@@ -42,18 +43,26 @@ def summary(name: str, input_size: int = 224, batch: int = 1) -> tuple[list[Laye
       input_size: square input side (any size the model accepts).
       batch: batch dimension shown in the shapes.
     Returns:
-      (rows, total parameter count). Layers without parameters show 0.
+      (rows, total parameter count). Layers without parameters show 0; parameters of a submodule
+      with no activation of its name come last, with an empty shape.
+    Raises:
+      RdfiaError: ``input_size`` too small for the model.
     """
     module = models.abstract(name)
     counts = _param_counts(module)
     graphdef, state = nnx.split(module)
     x = jax.ShapeDtypeStruct((batch, input_size, input_size, 3), jnp.float32)
-    _, acts = jax.eval_shape(lambda s, x: models.forward(graphdef, s, x, "all"), state, x)
+    try:
+        _, acts = jax.eval_shape(lambda s, x: models.forward(graphdef, s, x, "all"), state, x)
+    except (TypeError, ValueError) as err:  # a pooling / convolution window larger than its input
+        raise RdfiaError(f"{name} cannot take {input_size}x{input_size} inputs (a layer's output would be "
+                         f"empty: {str(err).splitlines()[0]}); use a larger input size") from None
     rows = []
     for layer in module.activation_names:
         rows.append(LayerRow(layer, tuple(acts[layer].shape), counts.pop(layer, 0)))
-    if counts:  # parameters not attached to a named activation would make the total lie
-        raise AssertionError(f"parameters not shown in the summary: {sorted(counts)}")
+    # Parameters of a submodule without a named activation still get a row (no shape), so the total
+    # never lies; tests check that the shipped models have none.
+    rows.extend(LayerRow(name, (), n) for name, n in sorted(counts.items()))
     return rows, sum(r.params for r in rows)
 
 
@@ -80,7 +89,8 @@ def predict(network: models.Network, images_uint8: np.ndarray, sources: Sequence
       images_uint8: (N, H, W, 3) RGB uint8, already resized.
       sources: a label per image (file name, npz index).
       k: how many classes to return.
-      batch_size: images per jitted call; the last batch is padded so only one shape compiles.
+      batch_size: images per jitted call; the last batch is padded so only one shape compiles
+        (:func:`rdfia_jax.data.batching.map_batches`).
     Returns:
       One :class:`Prediction` per image.
     """
@@ -93,19 +103,16 @@ def predict(network: models.Network, images_uint8: np.ndarray, sources: Sequence
         probs = jax.nn.softmax(logits, axis=-1)
         return jax.lax.top_k(probs, k)
 
+    if batch_size < 1:
+        raise RdfiaError(f"batch size must be at least 1, got {batch_size}")
+    if not 1 <= k <= 1000:
+        raise RdfiaError(f"k must be between 1 and 1000 (the ImageNet classes), got {k}")
     names = imagenet.class_names()
     n = len(images_uint8)
-    out: list[Prediction] = []
-    for start in range(0, n, batch_size):
-        chunk = to_unit(images_uint8[start:start + batch_size])
-        real = len(chunk)
-        if real < batch_size and n > batch_size:  # pad the ragged last batch: no second compile
-            chunk = np.concatenate([chunk, np.zeros((batch_size - real,) + chunk.shape[1:], chunk.dtype)])
-        probs, idx = jax.device_get(top_k(network.state, chunk))
-        for i in range(real):
-            out.append(Prediction(sources[start + i],
-                                  tuple((int(c), names[int(c)], float(p)) for p, c in zip(probs[i], idx[i]))))
-    return out
+    # A batch no larger than the images: a single small batch is not padded up to batch_size.
+    probs, idx = map_batches(lambda batch: top_k(network.state, batch), to_unit(images_uint8), min(batch_size, n))
+    return [Prediction(sources[i], tuple((int(c), names[int(c)], float(p)) for p, c in zip(probs[i], idx[i])))
+            for i in range(n)]
 
 
 def activation_grid(network: models.Network, image_uint8: np.ndarray, layer: str, out_path: str | os.PathLike,
@@ -122,11 +129,8 @@ def activation_grid(network: models.Network, image_uint8: np.ndarray, layer: str
     Returns:
       The written path.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from rdfia_jax.fileio import atomic_path
+    from rdfia_jax.vis.figures import new_figure
 
     if layer not in network.activation_names:
         raise RdfiaError(f"unknown layer {layer!r} for model {network.name!r}; "
@@ -138,8 +142,8 @@ def activation_grid(network: models.Network, image_uint8: np.ndarray, layer: str
     n = min(max_maps, act.shape[-1])
     cols = math.ceil(math.sqrt(n + 1))
     rows = math.ceil((n + 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows))
-    axes = np.atleast_1d(axes).ravel()
+    fig, axes = new_figure(rows, cols, (1.6 * cols, 1.6 * rows))
+    axes = axes.ravel()
     axes[0].imshow(image_uint8)
     axes[0].set_title("input", fontsize=7)
     for c in range(n):
@@ -152,5 +156,4 @@ def activation_grid(network: models.Network, image_uint8: np.ndarray, layer: str
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return out_path

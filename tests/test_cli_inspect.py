@@ -58,3 +58,37 @@ def test_unreadable_image_is_named(tmp_path, capsys):
     (tmp_path / "bad.jpg").write_bytes(b"junk")
     assert main(["predict", "squeezenet1_1", "--random-weights", str(tmp_path / "bad.jpg")]) == 2
     assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_summary_attaches_every_parameter_to_a_named_layer():
+    """Invariant: the shipped models' parameters all sit under a named activation (no shapeless extra rows),
+    so the per-layer table adds up to the total."""
+    from rdfia_jax.inspect import summary
+    from rdfia_jax.models import MODEL_NAMES
+
+    for name in MODEL_NAMES:
+        rows, total = summary(name)
+        assert all(r.output_shape for r in rows), name
+        assert total == sum(r.params for r in rows) > 0
+
+
+def test_summary_too_small_input_is_one_clear_error(capsys):
+    assert main(["summary", "alexnet", "--input-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "alexnet" in err and "Traceback" not in err
+
+
+def test_predict_padded_batches_agree(tmp_path):
+    """predict maps through data.batching.map_batches: a padded last batch gives the same numbers."""
+    from rdfia_jax.inspect import predict
+    from rdfia_jax.weights import load_network
+
+    network = load_network("squeezenet1_1", random_weights=True)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
+    sources = ["a", "b", "c"]
+    whole = predict(network, images, sources, k=3, batch_size=16)  # one batch of 3, not padded to 16
+    padded = predict(network, images, sources, k=3, batch_size=2)  # batches of 2, the last one padded
+    assert [p.source for p in padded] == sources
+    for a, b in zip(whole, padded):
+        assert [c for c, _, _ in a.top] == [c for c, _, _ in b.top]
+        np.testing.assert_allclose([p for _, _, p in a.top], [p for _, _, p in b.top], rtol=1e-5)

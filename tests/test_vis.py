@@ -158,7 +158,7 @@ def test_blur_matches_scipy_and_jitter_undoes():
 
 
 def test_traced_once_per_shape(tiny):
-    before = dict(core.TRACE_COUNTS)
+    before = dict(core.TRACES.counts)
     for seed in (0, 1, 2):
         x = _images(3, seed)
         S.saliency(tiny, x, [0, 1, 2])
@@ -168,9 +168,9 @@ def test_traced_once_per_shape(tiny):
                                   l2_reg=1e-3 * (seed + 1), seed=seed, engine=engine)
         S.gradcam(tiny, x, [0, 1, 2], layer="act")
     for name in ("saliency", "fool", "classvis", "classvis_step", "gradcam"):
-        assert core.TRACE_COUNTS[name] - before.get(name, 0) == 1, name
+        assert core.TRACES[name] - before.get(name, 0) == 1, name
     S.saliency(tiny, _images(5), [0, 1, 2, 3, 0])  # a new shape compiles once more
-    assert core.TRACE_COUNTS["saliency"] - before.get("saliency", 0) == 2
+    assert core.TRACES["saliency"] - before.get("saliency", 0) == 2
 
 
 def test_gradcam_matches_manual_computation(tiny):
@@ -269,3 +269,24 @@ def test_imagenet_model_paths_run(squeeze):
     cv = C.class_visualization(squeeze, [5], iters=2, image_size=32, snapshot_every=0, max_jitter=4)
     lo, hi = squeeze.preprocessing.bounds()
     assert (cv.images >= lo - 1e-6).all() and (cv.images <= hi + 1e-6).all()
+
+
+def test_figures_change_no_process_state(tmp_path):
+    """Figures are drawn on their own Agg canvases: no matplotlib.use, no pyplot figures left open."""
+    import sys
+
+    import matplotlib
+
+    from rdfia_jax.transfer import report
+    from rdfia_jax.vis import figures
+
+    backend = matplotlib.rcParams["backend"]
+    images = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    figures.attribution_grid(images, {"saliency": images[..., 0]}, ["a", "b"], tmp_path / "a.png", suptitle="t")
+    figures.image_grid(list(images), ["a", "b"], tmp_path / "b.png", cols=2)
+    report.plot_c_sweep({1.0: 0.5, 10.0: 0.6}, {1.0: 0.4, 10.0: 0.7}, tmp_path / "c.png", best_C=10.0)
+    assert matplotlib.rcParams["backend"] == backend
+    if "matplotlib.pyplot" in sys.modules:
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

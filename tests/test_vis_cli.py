@@ -61,7 +61,17 @@ def test_command_errors(tmp_path, digits_npz, capsys):
 
 def test_help_documents_every_option(capsys):
     parser = cli.build_parser()
-    for command in ("saliency", "fool", "classvis"):
+    for command in ("saliency", "fool", "classvis", "visualize"):
         sub = parser._subparsers._group_actions[0].choices[command]
         for action in sub._actions:
             assert action.help, f"{command} {action.option_strings} has no help"
+
+
+def test_digits_small_runs_on_the_embedded_test_set(tmp_path, capsys):
+    """No download needed: the default inputs of digits-small are the embedded digits' test images."""
+    assert _run(["saliency", "--model", "digits-small", "--random-weights", "--indices", "0,3",
+                 "--out", tmp_path]) == 0
+    summary = json.loads((tmp_path / "saliency.json").read_text())
+    assert summary["images"] == ["digits test[0]", "digits test[3]"]
+    err = capsys.readouterr().err
+    assert "NOTE: RANDOM WEIGHTS" in err and "Drop --random-weights" in err

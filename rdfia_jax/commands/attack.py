@@ -173,7 +173,9 @@ def _load_setup(args):
     labels = evaluate.predict(apply, network.state, x, batch_size=8)
     desc = f"{network.name} ({network.weights_desc}); {len(x)} images"
     if network.is_random:
-        print("NOTE: RANDOM WEIGHTS - predictions are meaningless.", file=sys.stderr)
+        from rdfia_jax.commands.common import random_weights_banner
+
+        print(random_weights_banner(network), file=sys.stderr)
     return apply, network.state, x, labels, list(class_names()), pre, PixelBox.from_preprocessing(pre), desc, False
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from rdfia_jax.commands import common
 from rdfia_jax.commands.common import add_image_options, add_model_options, load_inputs, load_network, \
-    random_weights_banner
+    positive_int
+from rdfia_jax.errors import RdfiaError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,15 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Print each layer's output shape and parameter count, and the total "
                                    "(computed from the model; no weights needed).")
     p.add_argument("model", metavar="MODEL", help="vgg16, alexnet or squeezenet1_1")
-    p.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
+    p.add_argument("--input-size", type=positive_int, default=224, help="square input side in pixels (default 224)")
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("predict", help="top-5 ImageNet classes of images",
                        description="Top-k ImageNet predictions with probabilities (batched, jitted).")
     add_model_options(p)
     add_image_options(p)
-    p.add_argument("-k", "--top", type=int, default=5, help="number of classes to show (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("-k", "--top", type=common.int_at_least(1, 1000), default=5,
+                   help="number of classes to show, 1-1000 (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_predict)
 
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layer name (repeatable), e.g. conv1_1, relu1_1, relu5_3, pool5 for vgg16; "
                         "`rdfia-jax summary MODEL` lists them")
     p.add_argument("--out", default="outputs/activations", help="output folder (default outputs/activations)")
-    p.add_argument("--max-maps", type=int, default=64, help="at most this many channels per grid (default 64)")
+    p.add_argument("--max-maps", type=positive_int, default=64, help="at most this many channels per grid (default 64)")
     p.set_defaults(func=_activations)
 
 
@@ -50,21 +52,31 @@ def _summary(args):
     print(format_summary(name, rows, total))
 
 
+def _check_model(args) -> None:
+    """The model name (aliases resolved), the weights file and the inputs' paths, before any work."""
+    from rdfia_jax.models import canonical_name
+
+    args.model = canonical_name(args.model)
+    if args.weights and args.random_weights:
+        raise RdfiaError("--weights and --random-weights exclude each other")
+    common.check_indices_syntax(args.indices)
+    common.check_image_paths(args.images)
+
+
 def _predict(args):
     from rdfia_jax.inspect import predict
 
+    _check_model(args)
     network = load_network(args)
     images, sources = load_inputs(args)
     preds = predict(network, images, sources, k=args.top, batch_size=args.batch_size)
-    banner = random_weights_banner(network)
+    common.print_random_weights_banner(network)
     if args.json:
         print(json.dumps({"model": network.name, "weights": network.weights_desc,
                           "predictions": [{"source": p.source, "top": [{"index": i, "name": n, "probability": pr}
                                                                        for i, n, pr in p.top]} for p in preds]},
                          indent=1))
         return
-    if banner:
-        print(banner, file=sys.stderr)
     print(f"{network.name} - weights: {network.weights_desc}")
     for p in preds:
         print(f"\n{p.source}")
@@ -74,17 +86,17 @@ def _predict(args):
 
 def _activations(args):
     from rdfia_jax.inspect import activation_grid
+    from rdfia_jax.models import activation_names
 
-    network = load_network(args)
+    _check_model(args)
+    names = activation_names(args.model)
     for layer in args.layer:
-        if layer not in network.activation_names:
-            from rdfia_jax.errors import RdfiaError
-            raise RdfiaError(f"unknown layer {layer!r} for model {network.name!r}; "
-                             f"available layers: {', '.join(network.activation_names)}")
+        if layer not in names:
+            raise RdfiaError(f"unknown layer {layer!r} for model {args.model!r}; available layers: {', '.join(names)}")
+    common.check_output_dir(args.out)
+    network = load_network(args)
     images, sources = load_inputs(args)
-    banner = random_weights_banner(network)
-    if banner:
-        print(banner, file=sys.stderr)
+    common.print_random_weights_banner(network)
     out = Path(args.out)
     for i, (img, src) in enumerate(zip(images, sources)):
         stem = Path(src.split(" ")[0]).stem.replace("[", "_").replace("]", "")

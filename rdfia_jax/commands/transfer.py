@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from rdfia_jax.commands.common import check_output_dir, finite_float, int_at_least, positive_float, positive_int, \
+    random_weights_note, seed_int
 from rdfia_jax.errors import RdfiaError
 
 SMOKE_PER_CLASS = 2
@@ -31,22 +34,23 @@ def register(subparsers) -> None:
                         "weights folder, $RDFIA_JAX_WEIGHTS)")
     p.add_argument("--random-weights", action="store_true",
                    help="use random weights (the pipeline runs, but the accuracies mean nothing; the table says so)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights, SVMs and head training (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of random weights, SVMs and head training (default 0)")
     p.add_argument("--rows", nargs="+", metavar="ROW", default=list(ROWS), choices=ROWS,
                    help=f"rows of the table to compute (default all): {', '.join(ROWS)}")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per feature-extraction step, split over all local devices (default 32; the practical used 8)")
-    p.add_argument("--image-size", type=int, default=224, help="network input side (default 224)")
-    p.add_argument("--per-class", type=int, default=None, metavar="N",
+    p.add_argument("--image-size", type=int_at_least(32), default=224,
+                   help="network input side, at least 32 (default 224)")
+    p.add_argument("--per-class", type=positive_int, default=None, metavar="N",
                    help="use only the first N images of each class in each split (quick runs; default all)")
     p.add_argument("--smoke", action="store_true",
                    help=f"a quick end-to-end check: {SMOKE_PER_CLASS} images per class per split, 2 head epochs")
-    p.add_argument("--C", dest="Cs", type=float, nargs="+", default=[1.0, 5.0, 10.0, 20.0],
+    p.add_argument("--C", dest="Cs", type=positive_float, nargs="+", default=[1.0, 5.0, 10.0, 20.0],
                    help="SVM C values of the sweep (default 1 5 10 20)")
-    p.add_argument("--cv-folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
-    p.add_argument("--pca-variance", type=float, default=0.90, help="share of variance PCA keeps (default 0.90)")
-    p.add_argument("--head-epochs", type=int, default=5, help="epochs of the new FC head (default 5)")
-    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the FC head (default 1e-3)")
+    p.add_argument("--cv-folds", type=int_at_least(2), default=5, help="cross-validation folds for choosing C (default 5)")
+    p.add_argument("--pca-variance", type=finite_float(positive=True, at_most=1.0), default=0.90, help="share of variance PCA keeps (default 0.90)")
+    p.add_argument("--head-epochs", type=positive_int, default=5, help="epochs of the new FC head (default 5)")
+    p.add_argument("--head-lr", type=positive_float, default=1e-3, help="learning rate of the FC head (default 1e-3)")
     p.add_argument("--head-optimizer", choices=("adam", "sgd"), default="adam",
                    help="optimizer of the FC head (default adam; sgd uses momentum 0.9)")
     p.add_argument("--finetune", type=int, choices=(0, 1, 2), default=0,
@@ -82,10 +86,14 @@ def run(args: argparse.Namespace) -> int:
     if args.random_weights and args.weights:
         raise RdfiaError("--weights and --random-weights exclude each other")
     per_class = SMOKE_PER_CLASS if args.smoke and args.per_class is None else args.per_class
-    if per_class is not None and per_class < 1:
-        raise RdfiaError(f"--per-class must be at least 1; got {per_class}")
+    weights = parse_weights(args.weights)
+    check_output_dir(args.out)
+    if args.cache_dir and not args.no_cache:
+        check_output_dir(args.cache_dir, "--cache-dir")
+    if args.random_weights:
+        print(random_weights_note(["vgg16", "alexnet"]), file=sys.stderr)
     settings = Settings(
-        data=args.data, out=args.out, rows=args.rows, weights=parse_weights(args.weights),
+        data=args.data, out=args.out, rows=args.rows, weights=weights,
         random_weights=args.random_weights, seed=args.seed, batch_size=args.batch_size,
         image_size=args.image_size, per_class=per_class, Cs=tuple(args.Cs),
         cv_folds=min(args.cv_folds, per_class) if per_class else args.cv_folds,

@@ -1,8 +1,9 @@
-"""``saliency``, ``fool`` and ``classvis`` (report section 2: visualizing a network).
+"""``saliency``, ``fool``, ``classvis`` and ``visualize`` (report section 2: visualizing a network).
 
-Each command loads a model (an ImageNet model with converted or random weights, or the small MNIST
-classifier ``mnist-small``), runs one jitted batched method and writes a PNG figure plus a JSON
-summary (and the raw arrays as .npz) into ``--out``.
+Each of the first three loads a model (an ImageNet model with converted or random weights, or the
+project's small CNN, ``mnist-small`` / ``digits-small``), runs one jitted batched method and writes a
+PNG figure plus a JSON summary (and the raw arrays as .npz) into ``--out``. ``visualize`` runs the
+whole section (:mod:`rdfia_jax.vis.section`). Arguments and paths are checked before any model loads.
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 
-from rdfia_jax.commands.common import parse_indices
+from rdfia_jax.commands import common
+from rdfia_jax.commands.common import Inputs, non_negative_float, non_negative_int, positive_float, positive_int, \
+    seed_int
 from rdfia_jax.errors import RdfiaError
 
 SMALL = "mnist-small"
-MODEL_CHOICES = ("squeezenet1_1", "vgg16", "alexnet", SMALL)
+# The project's small CNN, by the digits it is trained on ("digits": embedded, needs no download).
+SMALL_MODELS = {SMALL: "mnist", "digits-small": "digits"}
+MODEL_CHOICES = ("squeezenet1_1", "vgg16", "alexnet", *SMALL_MODELS)
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")  # = rdfia_jax.vis.saliency.METHODS
+NO_DOWNLOAD_HINT = ("or try `--model digits-small`, the project's small CNN on the embedded digits, which "
+                    "needs no download")
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -28,19 +37,20 @@ METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")  # = rdf
 def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--model", default="squeezenet1_1",
                    help=f"network: one of {', '.join(MODEL_CHOICES)} (default squeezenet1_1; '{SMALL}' is the "
-                        "project's small CNN trained on MNIST, trained and cached on first use)")
+                        "project's small CNN trained on MNIST, 'digits-small' the same CNN trained on the "
+                        "embedded scikit-learn digits (no download); both are trained and cached on first use)")
     p.add_argument("--weights", metavar="FILE", default=None,
                    help="converted weights file for an ImageNet model (default: the converted file in the "
                         "weights folder, $RDFIA_JAX_WEIGHTS; see `rdfia-jax weights --help`)")
     p.add_argument("--random-weights", action="store_true",
                    help="use randomly initialized weights (results are meaningless; figures say RANDOM)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the random weights, or which trained mnist-small network (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of the random weights, or which trained small network (default 0)")
     p.add_argument("--images", nargs="+", metavar="IMAGE", default=None,
                    help="image files, folders, or an .npz with X (N,H,W,3 or N,28,28[,1] uint8) and y; default: "
-                        "imagenet_val_25.npz in $RDFIA_JAX_DATA (ImageNet models) or the MNIST test set (mnist-small)")
+                        "imagenet_val_25.npz in --data-dir (ImageNet models) or the test set (small models)")
     p.add_argument("--indices", default=None,
-                   help="comma-separated indices into the .npz / MNIST test set (default: 0,1,2,3,4)")
+                   help="comma-separated indices into the .npz / test set (default: 0,1,2,3,4)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the datasets (imagenet_val_25/, mnist/); default $RDFIA_JAX_DATA")
     p.add_argument("--resize", choices=("resize", "crop"), default="resize",
@@ -49,106 +59,108 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
 
 
-@dataclasses.dataclass
-class Inputs:
-    images01: np.ndarray          # float32 (N, H, W, C) in [0, 1]
-    labels: np.ndarray            # int64 (N,), -1 where unknown
-    sources: list[str]
+def _is_small(args) -> bool:
+    return args.model in SMALL_MODELS
+
+
+def preflight(args, *, targets=None, layer: str | None = None, need_inputs: bool = True) -> None:
+    """Every check that needs no model or image: the model name, the output folder, the inputs' paths,
+    the class names of ``targets`` and the ``layer`` name; run before anything is loaded."""
+    if args.model not in MODEL_CHOICES:
+        from rdfia_jax.models import canonical_name
+
+        try:
+            args.model = canonical_name(args.model)  # accepts aliases
+        except RdfiaError as err:
+            raise RdfiaError(f"{err}; the small CNNs are {', '.join(SMALL_MODELS)}") from None
+    if _is_small(args) and args.weights:
+        raise RdfiaError(f"--weights does not apply to {args.model} (it is trained and cached automatically)")
+    common.check_output_dir(args.out)
+    common.check_indices_syntax(args.indices)
+    if args.images:
+        common.check_image_paths(args.images)
+    elif need_inputs and not _is_small(args):
+        from rdfia_jax.vis.section import find_val25
+
+        find_val25(args.data_dir, hint=f"or give your own images with --images FILE|FOLDER|NPZ, {NO_DOWNLOAD_HINT}")
+    if targets:
+        from rdfia_jax.vis import core
+
+        shape = types.SimpleNamespace(name=SMALL if _is_small(args) else args.model)  # resolve_class reads the name
+        for spec in targets:
+            core.resolve_class(shape, spec)
+    if layer is not None:
+        names = _layer_names(args)
+        if layer not in names:
+            raise RdfiaError(f"model {args.model!r} has no layer {layer!r}; available layers: {', '.join(names)}")
+
+
+def _layer_names(args) -> tuple[str, ...]:
+    from flax import nnx
+
+    if _is_small(args):
+        from rdfia_jax.models.small import SmallCNN
+
+        return tuple(nnx.eval_shape(lambda: SmallCNN(rngs=nnx.Rngs(0))).activation_names)
+    from rdfia_jax.models import activation_names
+
+    return tuple(activation_names(args.model))
 
 
 def load_model(args):
     """The Network named by --model/--weights/--random-weights/--seed."""
-    if args.model == SMALL:
+    if _is_small(args):
         from flax import nnx
 
         from rdfia_jax.classifier import UNIT_GRAY, get_classifier
         from rdfia_jax.models import Network
         from rdfia_jax.models.small import SmallCNN
 
-        if args.weights:
-            raise RdfiaError("--weights does not apply to mnist-small (it is trained and cached automatically)")
         if args.random_weights:
             graphdef, state = nnx.split(SmallCNN(rngs=nnx.Rngs(args.seed)))
             return Network(SMALL, graphdef, state, UNIT_GRAY, f"RANDOM weights, seed {args.seed} (meaningless)")
-        return get_classifier("mnist", seed=args.seed, data_dir=args.data_dir).network()
-    if args.model not in MODEL_CHOICES:
-        from rdfia_jax.models import canonical_name
-
-        canonical_name(args.model)  # accepts aliases, raises a clear error otherwise
+        try:
+            return get_classifier(SMALL_MODELS[args.model], seed=args.seed, data_dir=args.data_dir).network()
+        except RdfiaError as err:
+            raise RdfiaError(f"{err}; {NO_DOWNLOAD_HINT}" if args.model == SMALL else str(err)) from None
     from rdfia_jax.weights import load_network
 
-    return load_network(args.model, args.weights, random_weights=args.random_weights, seed=args.seed)
-
-
-def _indices(spec: str | None, n: int, source: str, default=range(5)) -> list[int]:
-    return parse_indices(spec, n, source, default)
-
-
-def load_inputs(args, network) -> Inputs:
-    """Images for the command, as [0, 1] floats with their labels when known."""
-    from rdfia_jax.data.decode import expand_inputs
-    from rdfia_jax.data.transforms import load_images
-    from rdfia_jax.vis import core
-
-    small = not core.is_imagenet(network)
-    if not args.images:
-        if small:
-            from rdfia_jax.classifier import _load
-
-            test = _load("mnist", "test", args.data_dir)
-            idx = _indices(args.indices, len(test), "the MNIST test set")
-            return Inputs(test.images[idx].astype(np.float32) / 255.0, test.labels[idx],
-                          [f"MNIST test[{i}]" for i in idx])
-        from rdfia_jax import paths
-        from rdfia_jax.data import load_imagenet_val25
-
-        root = Path(args.data_dir) / "imagenet_val_25" if args.data_dir else paths.data_dir() / "imagenet_val_25"
-        images, labels, _ = load_imagenet_val25(root)
-        idx = _indices(args.indices, len(images), "imagenet_val_25")
-        return Inputs(images[idx].astype(np.float32) / 255.0, labels[idx], [f"imagenet_val_25[{i}]" for i in idx])
-    arrays, labels, sources, files = [], [], [], []
-    for item in args.images:
-        if item.lower().endswith(".npz"):
-            x, y = _read_npz(item, small)
-            idx = _indices(args.indices, len(x), item, default=range(len(x)))
-            arrays.extend(x[idx])
-            labels.extend(y[idx])
-            sources.extend(f"{Path(item).name}[{i}]" for i in idx)
-        else:
-            files.append(item)
-    if files:
-        paths_ = expand_inputs(files)
-        size = 28 if small else 224
-        batch = load_images(paths_, args.resize, size)
-        if small:  # grayscale digits: luminance of the RGB decode
-            batch = np.rint(batch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-            batch = np.clip(batch, 0, 255).astype(np.uint8)[..., None]
-        arrays.extend(batch)
-        labels.extend([-1] * len(batch))
-        sources.extend(str(p) for p in paths_)
-    x = np.stack(arrays).astype(np.float32) / 255.0
-    return Inputs(x, np.asarray(labels, np.int64), sources)
-
-
-def _read_npz(path: str, small: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "X" not in npz.files:
-                raise RdfiaError(f"{path}: expected an array 'X' of uint8 images, found {', '.join(npz.files)}")
-            x = npz["X"]
-            y = npz["y"].astype(np.int64) if "y" in npz.files else np.full((len(x),), -1, np.int64)
-    except (OSError, ValueError) as err:
-        raise RdfiaError(f"{path}: not a readable .npz ({err})") from None
-    if x.dtype != np.uint8:
-        raise RdfiaError(f"{path}: 'X' must be uint8 images, got {x.dtype}")
+        return load_network(args.model, args.weights, random_weights=args.random_weights, seed=args.seed)
+    except RdfiaError as err:
+        raise RdfiaError(f"{err}; {NO_DOWNLOAD_HINT}") from None
+
+
+def load_inputs(args, default_indices=range(5)) -> Inputs:
+    """The command's images (uint8 with labels when known; see :func:`common.read_inputs`)."""
+    small = _is_small(args)
+    if args.images:
+        return common.read_inputs(args.images, size=28 if small else 224, gray=small, resize=args.resize,
+                                  indices=args.indices)
     if small:
-        if x.ndim == 3:
-            x = x[..., None]
-        if x.shape[1:] != (28, 28, 1):
-            raise RdfiaError(f"{path}: mnist-small needs 28x28 grayscale images (N, 28, 28[, 1]); got {x.shape}")
-    elif x.ndim != 4 or x.shape[-1] != 3:
-        raise RdfiaError(f"{path}: ImageNet models need RGB images (N, H, W, 3); got {x.shape}")
-    return x, y
+        from rdfia_jax import data
+
+        dataset = SMALL_MODELS[args.model]
+        try:
+            test = data.load(dataset, "test", data_dir=args.data_dir)
+        except RdfiaError as err:
+            raise RdfiaError(f"{err}; {NO_DOWNLOAD_HINT}" if args.model == SMALL else str(err)) from None
+        idx = common.parse_indices(args.indices, len(test), f"the {dataset} test set", default_indices)
+        return Inputs(np.asarray(test.images[idx]), np.asarray(test.labels[idx], np.int64),
+                      [f"{dataset} test[{i}]" for i in idx])
+    from rdfia_jax.vis.section import find_val25
+
+    return common.read_inputs([str(find_val25(args.data_dir))], indices=args.indices, default_indices=default_indices)
+
+
+def _check_target_count(specs, inputs: Inputs, *, labels_needed: bool, what: str = "--target") -> None:
+    """Before the model loads: one target or one per image, and labels when no target is given."""
+    n = len(inputs.images)
+    if specs and len(specs) not in (1, n):
+        noun = "channel" if what == "--channel" else "class"
+        raise RdfiaError(f"{what}: give one {noun} or one per image ({n}); got {len(specs)}")
+    if not specs and labels_needed and (inputs.labels < 0).any():
+        raise RdfiaError(f"{what} is required: the images have no labels")
 
 
 def _targets(network, specs, labels: np.ndarray, n: int, what: str = "--target") -> np.ndarray:
@@ -165,10 +177,6 @@ def _targets(network, specs, labels: np.ndarray, n: int, what: str = "--target")
     if (labels < 0).any():
         raise RdfiaError(f"{what} is required: the images have no labels")
     return labels
-
-
-def _banner(network) -> str:
-    return "RANDOM WEIGHTS (meaningless)" if network.is_random else network.weights_desc
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -192,8 +200,12 @@ def _saliency(args) -> int:
     from rdfia_jax.vis import core, figures
     from rdfia_jax.vis import saliency as S
 
+    preflight(args, targets=args.target, layer=args.layer if args.layer and (
+        "gradcam" in args.method or "all" in args.method) else None)
+    inputs = load_inputs(args)
+    _check_target_count(args.target, inputs, labels_needed=True)
     network = load_model(args)
-    inputs = load_inputs(args, network)
+    common.print_random_weights_banner(network)
     x = network.preprocessing.normalize(inputs.images01)
     targets = _targets(network, args.target, inputs.labels, len(x))
     methods = list(S.METHODS) if "all" in args.method else list(dict.fromkeys(args.method))
@@ -214,10 +226,10 @@ def _saliency(args) -> int:
     titles = [names[int(t)] for t in targets]
     out = Path(args.out)
     fig = figures.attribution_grid(figures.to_display(network, x), maps, titles, out / "saliency.png",
-                                   suptitle=f"{network.name}: {_banner(network)}")
+                                   suptitle=f"{network.name}: {core.weights_tag(network)}")
     _write_npz(out / "saliency_maps.npz", **{k.replace(" ", "_"): v for k, v in maps.items()}, targets=targets)
     _write_json(out / "saliency.json", summary)
-    print(f"{network.name} ({_banner(network)}): {', '.join(maps)} for {len(x)} images -> {fig}")
+    print(f"{network.name} ({core.weights_tag(network)}): {', '.join(maps)} for {len(x)} images -> {fig}")
     for m, s in summary["methods"].items():
         if "randomization_mean_spearman" in s:
             print(f"  sanity check {m}: mean Spearman(trained, randomized) = {s['randomization_mean_spearman']:.3f} "
@@ -232,10 +244,13 @@ def _fool(args) -> int:
     from rdfia_jax.vis import core, figures
     from rdfia_jax.vis.fooling import fool
 
-    network = load_model(args)
-    if args.indices is None and not args.images and core.is_imagenet(network):
+    preflight(args, targets=args.target)
+    if args.indices is None and not args.images and not _is_small(args):
         args.indices = "1"  # the practical's default: image 1 (quail)
-    inputs = load_inputs(args, network)
+    inputs = load_inputs(args)
+    _check_target_count(args.target, inputs, labels_needed=False)
+    network = load_model(args)
+    common.print_random_weights_banner(network)
     x = network.preprocessing.normalize(inputs.images01)
     specs = args.target or (["stingray"] if core.is_imagenet(network) else None)
     if specs is None:
@@ -248,7 +263,7 @@ def _fool(args) -> int:
     fig = figures.fooling_figure(figures.to_display(network, x), figures.to_display(network, res.images),
                                  [names[int(p)] for p in res.original_predictions],
                                  [names[int(p)] for p in res.predictions], out / "fooling.png",
-                                 magnify=args.magnify, suptitle=f"{network.name}: {_banner(network)}")
+                                 magnify=args.magnify, suptitle=f"{network.name}: {core.weights_tag(network)}")
     rows = [{"image": s, "original_prediction": names[int(o)], "target": names[int(t)], "success": bool(ok),
              "iterations": int(it), "l2_pixels": float(l2), "linf_pixels": float(li)}
             for s, o, t, ok, it, l2, li in zip(inputs.sources, res.original_predictions, res.targets, res.success,
@@ -256,7 +271,7 @@ def _fool(args) -> int:
     _write_json(out / "fooling.json", {"model": network.name, "weights": network.weights_desc, "lr": args.lr,
                                        "max_iters": args.max_iters, "clamp": args.clamp, "results": rows})
     _write_npz(out / "fooling.npz", original=x, fooled=res.images, targets=res.targets, iterations=res.iterations)
-    print(f"{network.name} ({_banner(network)}) -> {fig}")
+    print(f"{network.name} ({core.weights_tag(network)}) -> {fig}")
     for r in rows:
         print(f"  {r['image']}: {r['original_prediction']} -> {r['target']}: "
               f"{'fooled' if r['success'] else 'NOT fooled'} after {r['iterations']} steps, "
@@ -281,11 +296,20 @@ def _classvis(args) -> int:
     from rdfia_jax.vis import classvis as C
     from rdfia_jax.vis import core, figures
 
+    position = _position(args.position)
+    if args.objective != "class" and args.channel is None:
+        raise RdfiaError("--channel is required with --objective channel/neuron")
+    preflight(args, targets=args.target if args.objective == "class" else None,
+              layer=args.layer if args.objective != "class" else None, need_inputs=bool(args.images or args.indices))
+    inputs = load_inputs(args) if args.images or args.indices else None  # start from images instead of noise
+    if inputs is not None:
+        _check_target_count(args.target if args.objective == "class" else args.channel, inputs,
+                            labels_needed=False, what="--target" if args.objective == "class" else "--channel")
     network = load_model(args)
-    objective = C.Objective(args.objective, args.layer, _position(args.position))
+    common.print_random_weights_banner(network)
+    objective = C.Objective(args.objective, args.layer, position)
     init = None
-    if args.images or args.indices:  # start from images instead of noise
-        inputs = load_inputs(args, network)
+    if inputs is not None:
         init = network.preprocessing.normalize(inputs.images01)
         n = len(init)
     else:
@@ -295,8 +319,6 @@ def _classvis(args) -> int:
         ids = [core.resolve_class(network, s) for s in specs]
         label = core.class_names(network)
     else:
-        if args.channel is None:
-            raise RdfiaError("--channel is required with --objective channel/neuron")
         ids = list(args.channel)
         label = None
     if n is not None and len(ids) == 1:
@@ -312,7 +334,7 @@ def _classvis(args) -> int:
         network, res, ids, lambda t: label[int(t)] if label else f"{args.layer} ch {t}", final_iters=args.iters)
     out = Path(args.out)
     fig = figures.snapshots_figure(rows, titles, row_labels, out / "classvis.png",
-                                   suptitle=f"{network.name}: {_banner(network)}")
+                                   suptitle=f"{network.name}: {core.weights_tag(network)}")
     names = core.class_names(network)
     summary = {"model": network.name, "weights": network.weights_desc, "objective": dataclasses.asdict(objective),
                "targets": ids, "lr": args.lr, "l2_reg": args.l2_reg, "iters": args.iters,
@@ -323,11 +345,40 @@ def _classvis(args) -> int:
     _write_json(out / "classvis.json", summary)
     _write_npz(out / "classvis.npz", images=res.images, initial=res.initial, snapshots=res.snapshots,
                snapshot_iters=res.snapshot_iters)
-    print(f"{network.name} ({_banner(network)}) -> {fig}")
+    print(f"{network.name} ({core.weights_tag(network)}) -> {fig}")
     for i, t in enumerate(ids):
         prob = "" if res.probabilities is None else f", target probability {float(res.probabilities[i]):.3f}"
         print(f"  {row_labels[i]}: objective {float(res.objective_values[i]):.3f}, predicted "
               f"{names[int(res.predictions[i])]}{prob}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the whole section
+
+
+def _experiment(text: str) -> str:
+    from rdfia_jax.vis.section import EXPERIMENTS
+
+    if text not in (*EXPERIMENTS, "all"):
+        raise argparse.ArgumentTypeError(f"unknown experiment {text!r}; choose among {', '.join(EXPERIMENTS)}, all")
+    return text
+
+
+def _visualize(args) -> int:
+    from rdfia_jax.vis import section
+
+    experiments = [e for name in (args.experiments or ["all"])
+                   for e in (section.EXPERIMENTS if name == "all" else [name])]
+    settings = section.Settings(out=common.check_output_dir(args.out), random_weights=args.random_weights,
+                                seed=args.seed, data_dir=args.data_dir, models=tuple(dict.fromkeys(args.models)),
+                                start_index=args.start_index, start_target=args.start_target, quick=args.quick,
+                                proof_dataset=args.proof_dataset)
+    section.check_settings(settings, experiments)
+    models = section.imagenet_models(settings, experiments)
+    if args.random_weights and models:
+        print(common.random_weights_note(models), file=sys.stderr)
+    path = section.run(settings, experiments)
+    print(f"results: {path}")
     return 0
 
 
@@ -349,10 +400,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default=None,
                    help="Grad-CAM layer (default: fire9 for squeezenet1_1, relu5_3 or conv5_3 for vgg16, relu2 "
                         "for mnist-small); `rdfia-jax summary MODEL` lists layer names")
-    p.add_argument("--samples", type=int, default=25, help="SmoothGrad: number of noisy copies (default 25)")
-    p.add_argument("--noise", type=float, default=0.15,
+    p.add_argument("--samples", type=positive_int, default=25, help="SmoothGrad: number of noisy copies (default 25)")
+    p.add_argument("--noise", type=non_negative_float, default=0.15,
                    help="SmoothGrad: noise std as a fraction of the image's value range (default 0.15)")
-    p.add_argument("--steps", type=int, default=64, help="Integrated Gradients: path steps (default 64)")
+    p.add_argument("--steps", type=positive_int, default=64, help="Integrated Gradients: path steps (default 64)")
     p.add_argument("--baseline", choices=("black", "zeros"), default="black",
                    help="Integrated Gradients baseline: black image or model-space zeros = mean image (default black)")
     p.add_argument("--sanity-check", action="store_true",
@@ -369,11 +420,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", nargs="+", default=None,
                    help="target class name or index (one for all images, or one per image); default stingray "
                         "(ImageNet) or label+1 (mnist-small)")
-    p.add_argument("--lr", type=float, default=1.0, help="step length (default 1, the practical's)")
-    p.add_argument("--max-iters", type=int, default=100, help="iteration cap (default 100)")
+    p.add_argument("--lr", type=positive_float, default=1.0, help="step length (default 1, the practical's)")
+    p.add_argument("--max-iters", type=positive_int, default=100, help="iteration cap (default 100)")
     p.add_argument("--clamp", action="store_true",
                    help="clamp to the valid pixel range after each step (the practical does not)")
-    p.add_argument("--magnify", type=float, default=10.0, help="magnification of the shown difference (default 10)")
+    p.add_argument("--magnify", type=positive_float, default=10.0, help="magnification of the shown difference (default 10)")
     p.set_defaults(func=_fool)
 
     p = sub.add_parser("classvis", help="class (or feature) visualization by regularized gradient ascent",
@@ -388,16 +439,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", choices=("class", "channel", "neuron"), default="class",
                    help="what to maximize: a class logit, the mean of a channel of --layer, or one neuron of it")
     p.add_argument("--layer", default=None, help="layer for --objective channel/neuron (e.g. fire6, relu4_3)")
-    p.add_argument("--channel", type=int, nargs="+", default=None, help="channel index(es) for channel/neuron")
+    p.add_argument("--channel", type=non_negative_int, nargs="+", default=None, help="channel index(es) for channel/neuron")
     p.add_argument("--position", default=None, help="ROW,COL of the neuron in the layer's map (default centre)")
-    p.add_argument("--lr", type=float, default=5.0, help="learning rate (default 5)")
-    p.add_argument("--l2-reg", type=float, default=1e-3, help="weight of the L2 penalty ||x||^2 (default 1e-3)")
-    p.add_argument("--iters", type=int, default=200, help="iterations (default 200)")
-    p.add_argument("--blur-every", type=int, default=10, help="blur every N iterations (default 10; 0 = never)")
-    p.add_argument("--blur-sigma", type=float, default=0.5, help="Gaussian blur std in pixels (default 0.5)")
-    p.add_argument("--jitter", type=int, default=16, help="largest random circular shift in pixels (default 16)")
+    p.add_argument("--lr", type=positive_float, default=5.0, help="learning rate (default 5)")
+    p.add_argument("--l2-reg", type=non_negative_float, default=1e-3, help="weight of the L2 penalty ||x||^2 (default 1e-3)")
+    p.add_argument("--iters", type=positive_int, default=200, help="iterations (default 200)")
+    p.add_argument("--blur-every", type=non_negative_int, default=10, help="blur every N iterations (default 10; 0 = never)")
+    p.add_argument("--blur-sigma", type=positive_float, default=0.5, help="Gaussian blur std in pixels (default 0.5)")
+    p.add_argument("--jitter", type=non_negative_int, default=16, help="largest random circular shift in pixels (default 16)")
     p.add_argument("--no-clamp", action="store_true", help="do not clamp channels to the valid pixel range")
-    p.add_argument("--snapshot-every", type=int, default=25, help="save a snapshot every N iterations (default 25)")
+    p.add_argument("--snapshot-every", type=non_negative_int, default=25, help="save a snapshot every N iterations (default 25)")
     p.add_argument("--normalize-grad", action="store_true",
                    help="divide each step's gradient by its L2 norm (the practical uses the raw gradient)")
     p.set_defaults(func=_classvis)
+
+    from rdfia_jax.vis.section import EXPERIMENTS, MODELS, PROOF_DATASETS
+
+    p = sub.add_parser("visualize", help="the whole section 2: every figure of the report and a results table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Report section 2 (visualizing a network) in one command: every figure and a "
+                                   "results table (results.md / .csv / .json: section, item, value, note).\n\n"
+                                   "experiments (default all):\n"
+                                   "  saliency        Figures 12-17: saliency (+ SmoothGrad, Integrated Gradients, "
+                                   "Grad-CAM, sanity check)\n"
+                                   "  fooling         Figures 18-19: quail -> stingray, gorilla -> vase\n"
+                                   "  classvis        Figures 21-25: gorilla, tarantula; lr 1, l2_reg 1, 400 "
+                                   "iterations\n"
+                                   "  classvis-image  Figures 26-28: from an ImageNet image to a class\n"
+                                   "  compare         Figures 29-31: SqueezeNet vs VGG16, from noise and from an "
+                                   "image\n"
+                                   "  mnist-proof     each method measured on the small CNN trained on real digits\n\n"
+                                   "ImageNet experiments use SqueezeNet 1.1 (and VGG16) with converted weights and "
+                                   "imagenet_val_25.npz from --data-dir; with --random-weights they run end to end "
+                                   "and every figure and row says RANDOM. Rows of earlier runs into the same --out "
+                                   "are kept.\n\n"
+                                   "examples:\n"
+                                   "  rdfia-jax visualize --data-dir ../shared/data --out runs/section2\n"
+                                   "  rdfia-jax visualize mnist-proof --proof-dataset digits --quick   "
+                                   "# no download\n"
+                                   "  rdfia-jax visualize fooling classvis --random-weights --quick")
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT", type=_experiment, default=None,
+                   help=f"experiments to run, in order: {', '.join(EXPERIMENTS)} or all (default all)")
+    p.add_argument("--out", default="outputs/section2", help="output folder (default outputs/section2)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random ImageNet weights (everything runs; results are meaningless and labelled RANDOM)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of random weights, noise and jitter (default 0)")
+    p.add_argument("--data-dir", default=None,
+                   help="datasets folder (imagenet_val_25/, mnist/); default $RDFIA_JAX_DATA")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help="ImageNet models of the saliency and comparison figures (default squeezenet1_1 vgg16)")
+    p.add_argument("--start-index", type=common.int_at_least(0, 24), default=0,
+                   help="imagenet_val_25 image the from-an-image figures start from (default 0, hay)")
+    p.add_argument("--start-target", default="Tibetan mastiff",
+                   help="class of the from-an-image figures (default 'Tibetan mastiff')")
+    p.add_argument("--proof-dataset", choices=PROOF_DATASETS, default="mnist",
+                   help="digits the small CNN of mnist-proof is trained on (default mnist; 'digits' = the "
+                        "embedded scikit-learn digits, NOT MNIST, no download)")
+    p.add_argument("--quick", action="store_true", help="few iterations and images: a smoke run")
+    p.set_defaults(func=_visualize)

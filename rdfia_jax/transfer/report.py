@@ -1,4 +1,5 @@
-"""The results table (markdown + CSV) and figures of the transfer-learning section."""
+"""The results table (markdown + CSV + JSON, through :func:`rdfia_jax.results.write_results`) and the
+figures of the transfer-learning section."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rdfia_jax.fileio import atomic_path, atomic_write_bytes
+from rdfia_jax.fileio import atomic_path
+from rdfia_jax.results import markdown_table, write_results
 
 # The report's numbers (LAB.md section 1.2), by row id.
 REPORT_NUMBERS = {
@@ -70,13 +72,8 @@ class Row:
 
 def table_markdown(rows: Sequence[Row], *, header: str = "") -> str:
     """The rows as a GitHub markdown table, preceded by ``header`` (e.g. a random-weights warning)."""
-    lines = [header.rstrip(), ""] if header else []
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
-    for r in rows:
-        v = r.values()
-        lines.append("| " + " | ".join(v[c].replace("|", "/") for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    table = markdown_table([r.values() for r in rows], COLUMNS)
+    return (header.rstrip() + "\n\n" if header else "") + table
 
 
 def table_csv(rows: Sequence[Row]) -> str:
@@ -89,12 +86,22 @@ def table_csv(rows: Sequence[Row]) -> str:
 
 
 def write_table(rows: Sequence[Row], out_dir: str | Path, *, header: str = "") -> tuple[Path, Path]:
-    """Write ``results.md`` and ``results.csv`` atomically into ``out_dir``."""
-    out_dir = Path(out_dir)
-    md, csv_path = out_dir / "results.md", out_dir / "results.csv"
-    atomic_write_bytes(md, table_markdown(rows, header=header).encode())
-    atomic_write_bytes(csv_path, table_csv(rows).encode())
-    return md, csv_path
+    """Write ``results.md``, ``results.csv`` (and a ``results.json``) atomically into ``out_dir``.
+
+    Cells are formatted as :meth:`Row.values` says (accuracies to 4 decimals). The pipeline then
+    replaces ``results.json`` with its full record (raw numbers per row id, passes, header).
+    Returns the Markdown and CSV paths.
+    """
+    paths = write_results([r.values() for r in rows], out_dir, columns=COLUMNS, note=header)
+    return paths["md"], paths["csv"]
+
+
+def _axes(figsize: tuple[float, float]):
+    """One axes on a figure with its own Agg canvas (no pyplot state, no ``matplotlib.use``)."""
+    from rdfia_jax.vis.figures import new_figure
+
+    fig, axes = new_figure(1, 1, figsize)
+    return fig, axes[0, 0]
 
 
 def _save(fig, path: Path) -> Path:
@@ -105,12 +112,9 @@ def _save(fig, path: Path) -> Path:
 
 def plot_head_curve(curves: dict[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
     """Figure 11: test accuracy after each epoch of training a new FC head (one line per setting)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _axes((5, 3.5))
     for label, acc in curves.items():
         ax.plot(np.arange(1, len(acc) + 1), acc, marker="o", label=label)
     ax.axhline(0.90, color="gray", ls="--", lw=0.8, label="report: above 0.90")
@@ -120,20 +124,14 @@ def plot_head_curve(curves: dict[str, Sequence[float]], path: str | Path, *, tit
     ax.set_title(title or "New FC layer on frozen VGG16 features")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    out = _save(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save(fig, Path(path))
 
 
 def plot_c_sweep(cv: dict[float, float], test: dict[float, float], path: str | Path, *, best_C: float,
                  title: str = "") -> Path:
     """Cross-validated (train) and test accuracy against the SVM's C."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     Cs = sorted(cv)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _axes((5, 3.5))
     ax.plot(Cs, [cv[c] for c in Cs], marker="o", label="cross-validation on train")
     ax.plot(Cs, [test[c] for c in Cs], marker="s", label="test")
     ax.axvline(best_C, color="gray", ls="--", lw=0.8, label=f"chosen C = {best_C:g}")
@@ -143,28 +141,20 @@ def plot_c_sweep(cv: dict[float, float], test: dict[float, float], path: str | P
     ax.set_title(title or "LinearSVC C sweep")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    out = _save(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save(fig, Path(path))
 
 
 def plot_pca_variance(ratios: Sequence[float], path: str | Path, *, target: float, dims_in: int) -> Path:
     """Cumulative explained variance of the kept PCA components."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cum = np.cumsum(ratios)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _axes((5, 3.5))
     ax.plot(np.arange(1, cum.size + 1), cum)
     ax.axhline(target, color="gray", ls="--", lw=0.8)
     ax.set_xlabel("components kept")
     ax.set_ylabel("cumulative explained variance")
     ax.set_title(f"PCA: {cum.size} of {dims_in} dims keep {cum[-1]:.1%} (target {target:.0%})")
     ax.grid(alpha=0.3)
-    out = _save(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save(fig, Path(path))
 
 
 __all__ = ["REPORT_NUMBERS", "Row", "table_markdown", "table_csv", "write_table", "plot_head_curve", "plot_c_sweep",

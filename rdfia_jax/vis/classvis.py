@@ -154,10 +154,10 @@ def _iteration(t, x, state, targets, key, lr, l2_reg, lo, hi, *, graphdef, objec
 
 
 @xla.jit(static_argnames=("iters", "snapshot_every", *_STATIC))
+@core.traced("classvis")
 def _classvis(state, x0, targets, key, lr, l2_reg, lo, hi, *, graphdef, objective, iters, blur_every,
               blur_sigma, max_jitter, clamp, snapshot_every, normalize_grad):
     """The whole loop as one compiled ``lax.fori_loop`` (the "lax" engine)."""
-    core.count_trace("classvis")
     n_snap = iters // snapshot_every if snapshot_every else 0
     static = dict(graphdef=graphdef, objective=objective, blur_every=blur_every, blur_sigma=blur_sigma,
                   max_jitter=max_jitter, clamp=clamp, normalize_grad=normalize_grad)
@@ -178,9 +178,9 @@ def _classvis(state, x0, targets, key, lr, l2_reg, lo, hi, *, graphdef, objectiv
 
 
 @xla.jit(static_argnames=_STATIC)
+@core.traced("classvis_step")
 def _classvis_step(t, x, state, targets, key, lr, l2_reg, lo, hi, **static):
     """One iteration, compiled once and called from Python (the "python" engine)."""
-    core.count_trace("classvis_step")
     return _iteration(t, x, state, targets, key, lr, l2_reg, lo, hi, **static)
 
 

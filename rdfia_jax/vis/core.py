@@ -1,4 +1,4 @@
-"""Pieces every visualization method shares: input and class checks, class scores, a trace counter,
+"""Pieces every visualization method shares: input and class checks, class scores, the trace counter,
 and gradients at an intermediate layer.
 
 All methods take a :class:`rdfia_jax.models.Network` (an ImageNet model, or the small MNIST
@@ -10,9 +10,8 @@ classifier via ``Classifier.network()``) and images already in the model's input
 
 from __future__ import annotations
 
-import collections
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +20,20 @@ from flax import nnx
 
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.models import MODEL_NAMES, Network, forward
+from rdfia_jax.xla import TraceCounter
 
-# Incremented when (and only when) a jitted function is traced: tests assert "traced once per shape".
-TRACE_COUNTS: collections.Counter = collections.Counter()
+# Counts the traces of the section's jitted functions: tests assert "traced once per shape".
+TRACES = TraceCounter()
 
 
-def count_trace(name: str) -> None:
-    """Call at the top of a jitted function's body: it runs at trace time only."""
-    TRACE_COUNTS[name] += 1
+def traced(name: str) -> Callable[[Callable], Callable]:
+    """Decorator (under ``xla.jit``) counting the function's traces in :data:`TRACES` as ``name``."""
+    return lambda fn: TRACES.wrap(fn, name)
+
+
+def weights_tag(network: Network) -> str:
+    """The weights description figures and tables carry; says RANDOM when the weights are."""
+    return "RANDOM WEIGHTS (meaningless)" if network.is_random else network.weights_desc
 
 
 def class_scores(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:

@@ -1,4 +1,7 @@
-"""Figures of section 2 (report Figures 12-19 and 21-31), written as PNG files with matplotlib (Agg).
+"""Figures of section 2 (report Figures 12-19 and 21-31), written as PNG files with matplotlib.
+
+Each figure is a :class:`matplotlib.figure.Figure` drawn on its own Agg canvas: no pyplot state, no
+``matplotlib.use``, so calling these changes nothing in the caller's process.
 
 All functions take *display* images (RGB or grayscale floats in [0, 1]); use :func:`to_display` to
 turn model-space images into them.
@@ -20,20 +23,20 @@ def to_display(network, x) -> np.ndarray:
     return img[..., 0] if img.shape[-1] == 1 else img
 
 
-def _plt():
-    import matplotlib
+def new_figure(rows: int, cols: int, figsize: tuple[float, float]):
+    """A figure on its own Agg canvas and its (rows, cols) array of axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -62,9 +65,8 @@ def attribution_grid(images: np.ndarray, rows: dict[str, np.ndarray], titles: Se
       path: PNG to write.
       suptitle: figure title (say RANDOM WEIGHTS when they are).
     """
-    plt = _plt()
     n, k = len(images), 1 + len(rows)
-    fig, axes = plt.subplots(k, n, figsize=(2.2 * n, 2.3 * k), squeeze=False)
+    fig, axes = new_figure(k, n, (2.2 * n, 2.3 * k))
     for j in range(n):
         _show(axes[0, j], images[j], titles[j])
         for i, (label, maps) in enumerate(rows.items(), start=1):
@@ -79,9 +81,8 @@ def fooling_figure(original: np.ndarray, fooled: np.ndarray, original_names: Seq
 
     Differences are shown around mid-grey (0.5 + d and 0.5 + magnify * d, clipped).
     """
-    plt = _plt()
     n = len(original)
-    fig, axes = plt.subplots(n, 4, figsize=(9, 2.4 * n), squeeze=False)
+    fig, axes = new_figure(n, 4, (9, 2.4 * n))
     for i in range(n):
         diff = np.asarray(fooled[i], np.float32) - np.asarray(original[i], np.float32)
         _show(axes[i, 0], original[i], f"original\n{original_names[i]}")
@@ -95,9 +96,8 @@ def fooling_figure(original: np.ndarray, fooled: np.ndarray, original_names: Seq
 def snapshots_figure(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[Sequence[str]],
                      row_labels: Sequence[str], path, *, suptitle: str = "") -> Path:
     """Rows of images (e.g. class-visualization snapshots over iterations), titled per cell."""
-    plt = _plt()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.5 * n_rows), squeeze=False)
+    fig, axes = new_figure(n_rows, n_cols, (2.3 * n_cols, 2.5 * n_rows))
     for i, row in enumerate(rows):
         for j in range(n_cols):
             if j < len(row):
@@ -114,10 +114,9 @@ def snapshots_figure(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequen
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path, *, cols: int = 5,
                suptitle: str = "") -> Path:
     """A plain grid of images with titles."""
-    plt = _plt()
     n = len(images)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = new_figure(rows, cols, (2.3 * cols, 2.5 * rows))
     for k in range(rows * cols):
         ax = axes[k // cols, k % cols]
         if k < n:

@@ -67,8 +67,8 @@ def fooling_step(graphdef, state, x: jnp.ndarray, targets: jnp.ndarray, done: jn
 
 
 @xla.jit(static_argnums=(0, 7))
+@core.traced("fool")
 def _fool(graphdef, state, x0, targets, max_iters, lr, eps, clamp, lo, hi):
-    core.count_trace("fool")
 
     def cond(carry):
         i, _, done, _ = carry

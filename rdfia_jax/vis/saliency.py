@@ -46,14 +46,14 @@ def channel_max_abs(g: jnp.ndarray) -> jnp.ndarray:
 
 
 @xla.jit(static_argnums=0)
+@core.traced("saliency")
 def _saliency(graphdef, state, x, targets):
-    core.count_trace("saliency")
     return channel_max_abs(input_gradient(graphdef, state, x, targets))
 
 
 @xla.jit(static_argnums=(0, 5))
+@core.traced("smoothgrad")
 def _smoothgrad(graphdef, state, x, targets, key, n_samples, noise_level):
-    core.count_trace("smoothgrad")
     # Noise scaled to each image's value range, as in the SmoothGrad paper (sigma / (max - min)).
     span = (jnp.max(x, axis=(1, 2, 3), keepdims=True) - jnp.min(x, axis=(1, 2, 3), keepdims=True))
     sigma = noise_level * span
@@ -67,8 +67,8 @@ def _smoothgrad(graphdef, state, x, targets, key, n_samples, noise_level):
 
 
 @xla.jit(static_argnums=(0, 5))
+@core.traced("integrated_gradients")
 def _integrated_gradients(graphdef, state, x, targets, baseline, steps):
-    core.count_trace("integrated_gradients")
     # Midpoint Riemann sum of the gradient along the straight path baseline -> x.
     alphas = (jnp.arange(steps, dtype=x.dtype) + jnp.asarray(0.5, x.dtype)) / jnp.asarray(steps, x.dtype)
 
@@ -80,8 +80,8 @@ def _integrated_gradients(graphdef, state, x, targets, baseline, steps):
 
 
 @xla.jit(static_argnums=(0, 4))
+@core.traced("gradcam")
 def _gradcam(graphdef, state, x, targets, layer):
-    core.count_trace("gradcam")
     shape = jax.eval_shape(lambda: forward(graphdef, state, x, (layer,))[1][layer])
     if len(shape.shape) != 4:
         raise RdfiaError(f"Grad-CAM needs a convolutional layer (activation N x h x w x K); layer {layer!r} "
