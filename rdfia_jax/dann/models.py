@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from rdfia_jax.dann.grl import grad_reverse
-from rdfia_jax.gan.ops import space_to_depth
+from rdfia_jax.models.layers import space_to_depth
 from rdfia_jax.models import channel_ops
 
 FEATURE_DIM = 7 * 7 * 48  # 2352

@@ -1,4 +1,5 @@
-"""Pooling layers with exactly torchvision's semantics, in NHWC."""
+"""Layers shared by several sections, in NHWC: torchvision's pooling semantics, 2x2 max-pool,
+space-to-depth and its inverse."""
 
 from __future__ import annotations
 
@@ -67,3 +68,27 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, *, ceil_mode: bool = Fals
     return jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
         ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, NHWC, even H and W.
+
+    Written as reshape + max because XLA:CPU differentiates a reduction much faster than the
+    select-and-scatter of ``lax.reduce_window`` (about 2x on the whole DANN step, ``benchmarks/RESULTS.md``).
+    """
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """(N, 2H, 2W, C) -> (N, H, W, 4C), channel (2a+b)*C+c holds pixel (2h+a, 2w+b)."""
+    n, h2, w2, c = x.shape
+    x = x.reshape(n, h2 // 2, 2, w2 // 2, 2, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h2 // 2, w2 // 2, 4 * c)
+
+
+def depth_to_space(y: jax.Array, cout: int) -> jax.Array:
+    """(N, H, W, 4*cout) with channel (2a+b)*cout+o -> (N, 2H, 2W, cout) with pixel (2h+a, 2w+b)."""
+    n, h, w_, _ = y.shape
+    y = y.reshape(n, h, w_, 2, 2, cout)
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w_, cout)
