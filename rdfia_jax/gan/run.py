@@ -19,7 +19,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -129,9 +129,12 @@ def smoke_note(kind: str) -> str:
             f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_MINUTES[kind]} on 2 CPU cores)")
 
 
-def _check_existing(store: checkpoint.CheckpointStore, init_state: Any, opts: RunOptions, cfg: steps.GanConfig,
-                    total: int, steps_per_epoch: int) -> dict | None:
+def _check_existing(store: checkpoint.CheckpointStore, target: Callable[[], Any], opts: RunOptions,
+                    cfg: steps.GanConfig, total: int, steps_per_epoch: int) -> dict | None:
     """What the output folder's checkpoints mean for this request, before anything is written.
+
+    ``target()`` gives the state structure to restore into; it is built only to name the settings
+    that differ (building the networks is the slow part of a rerun).
 
     Returns:
       None: no checkpoint, or a resume to go on with. The stored summary: the same run is already
@@ -145,7 +148,7 @@ def _check_existing(store: checkpoint.CheckpointStore, init_state: Any, opts: Ru
         return None
     meta = store.read_metadata(latest)
     if not opts.resume and meta.get("fingerprint") != store.fingerprint:
-        store.restore(init_state, latest)  # raises naming the settings that differ (unless only defaults do)
+        store.restore(target(), latest)  # raises naming the settings that differ (unless only defaults do)
     user = meta.get("user", {})
     done, run_total = int(user.get("steps_done", latest)), user.get("total_steps")
     out = Path(opts.out)
@@ -215,7 +218,6 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
     not_mnist = "" if is_real else f" [data: {description}]"
     title = (name or cfg.kind) + not_mnist
 
-    parts, init_state = steps.build(cfg)
     conditional = cfg.kind == "cgan"
     batch_arrays = {"x": images, "y": labels.astype(np.int32)} if conditional else {"x": images}
     get_batch, steps_per_epoch = loop.array_batches(batch_arrays, cfg.batch_size, cfg.seed)
@@ -227,13 +229,15 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
         keep=3, **may_change,
     )
     try:
-        complete = _check_existing(store, init_state, opts, cfg, steps_per_epoch * cfg.epochs, steps_per_epoch)
+        complete = _check_existing(store, lambda: steps.build(cfg)[1], opts, cfg, steps_per_epoch * cfg.epochs,
+                                   steps_per_epoch)
     except BaseException:
         store.close()
         raise
     if complete is not None:
         store.close()
         return complete
+    parts, init_state = steps.build(cfg)
     print(f"{cfg.kind}: {description}; {len(images)} training images; output {out}" + ("" if is_real else " -- NOT MNIST"))
     sample = steps.make_sampler(parts)
     fixed = fixed_latents(cfg)
