@@ -12,7 +12,7 @@ import pytest
 from rdfia_jax import cli
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.gan import config, figures, run, steps
-from rdfia_jax.train import checkpoint
+from rdfia_jax.train import checkpoint, loop
 
 # a tiny DCGAN: the run tests are about the pipeline, not the networks
 TINY = steps.GanConfig(nz=8, ngf=4, ndf=4, batch_size=256, epochs=1, seed=1)
@@ -199,3 +199,24 @@ def test_figures_change_no_matplotlib_process_state(tmp_path):
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "matplotlib.use" not in open(figures.__file__).read()
+
+
+def test_divergence_message_gives_the_advice_that_works_for_this_run(tmp_path):
+    exploding = TINY.replace(lr_d=1e30, lr_g=1e30)  # Adam's first step puts the weights at 1e30: NaN next step
+    with pytest.raises(loop.TrainingDiverged) as caught:
+        run.train(exploding, _opts(tmp_path / "no_ckpt", save_every=5))
+    message = str(caught.value)
+    assert "no checkpoint was written" in message and "rerun with lower learning rates" in message
+    assert "--resume" not in message and "--lr-d 1e+29 --lr-g 1e+29" in message
+    assert cli_error_free(message)
+    with pytest.raises(loop.TrainingDiverged) as caught:
+        run.train(exploding, _opts(tmp_path / "ckpt", save_every=1))
+    message = str(caught.value)
+    assert "--resume --allow-lr-change --lr-d 1e+29 --lr-g 1e+29" in message
+    summary = json.loads((tmp_path / "ckpt" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+
+
+def cli_error_free(message: str) -> bool:
+    """One line for the CLI to print, without the old advice that could not work."""
+    return "\n" not in message and "or lower the learning rates" not in message

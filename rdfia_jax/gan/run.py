@@ -9,6 +9,8 @@ holds::
     class_grid.png        (cGAN) fixed z (columns) x the 10 classes (rows)
     interpolation.png     latent interpolation between pairs of fixed z
     losses.png, scores.png, history.csv, summary.json
+
+The same command run again on a finished folder trains nothing: it says where the outputs are.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rdfia_jax.fileio import atomic_path, atomic_write_bytes
 from rdfia_jax.gan import figures, steps
 from rdfia_jax.gan.config import DATASETS, RunOptions  # noqa: F401 (re-exported: run.RunOptions)
 from rdfia_jax.train import checkpoint, loop
+
 GRID_SAMPLES = 64
 CLASS_GRID_COLUMNS = 8
 SCORE_BATCH = 500
@@ -115,18 +118,19 @@ def _write_history_csv(history: dict, path: Path) -> None:
                 w.writerow([i + 1] + [f"{history[k][i]:.6g}" for k in keys])
 
 
-#: ``--dataset digits`` epochs after which the samples are recognizable digits (judged by eye on
-#: the sample grids and by the classifier score; wall times in ``benchmarks/RESULTS.md``).
+#: ``--dataset digits`` epochs after which the DCGAN's samples are recognizable digits (judged on
+#: its sample grids and classifier score); the cGAN is given as many.
 REAL_RESULT_EPOCHS = {"gan": 30, "cgan": 30}
-#: Their wall time on 2 CPU cores (more when other work shares the cores).
-REAL_RESULT_MINUTES = {"gan": "about 4 minutes", "cgan": "about 15 minutes"}
+#: How long that takes on 2 CPU cores (with the score at the end).
+REAL_RESULT_TIME = {"gan": "7 minutes measured on 2 CPU cores shared with other work, less on idle cores",
+                    "cgan": "each cGAN step costs about 8 DCGAN steps: 10 minutes or more on 2 CPU cores"}
 
 
 def smoke_note(kind: str) -> str:
     """What a smoke run is, and the command that gives a real result instead."""
     return (f"this was a smoke run: a pipeline check (one epoch of 256 images), so its samples look like "
             f"noise and its scores mean nothing. For recognizable digits run: rdfia-jax {kind} --dataset digits "
-            f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_MINUTES[kind]} on 2 CPU cores)")
+            f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_TIME[kind]})")
 
 
 def _check_existing(store: checkpoint.CheckpointStore, target: Callable[[], Any], opts: RunOptions,
