@@ -202,17 +202,19 @@ def test_figures_change_no_matplotlib_process_state(tmp_path):
 
 
 def test_divergence_message_gives_the_advice_that_works_for_this_run(tmp_path):
-    exploding = TINY.replace(lr_d=1e30, lr_g=1e30)  # Adam's first step puts the weights at 1e30: NaN next step
+    # Adam's first step puts G's weights near 1e30 (finite, so step 1 is saved): NaN at step 1
+    exploding = TINY.replace(lr_g=1e30)
     with pytest.raises(loop.TrainingDiverged) as caught:
         run.train(exploding, _opts(tmp_path / "no_ckpt", save_every=5))
     message = str(caught.value)
     assert "no checkpoint was written" in message and "rerun with lower learning rates" in message
-    assert "--resume" not in message and "--lr-d 1e+29 --lr-g 1e+29" in message
+    assert "diverged at step 1" in message and message.count("no checkpoint was written") == 1
+    assert "--resume" not in message and "--lr-d 2e-05 --lr-g 1e+29" in message
     assert cli_error_free(message)
     with pytest.raises(loop.TrainingDiverged) as caught:
         run.train(exploding, _opts(tmp_path / "ckpt", save_every=1))
     message = str(caught.value)
-    assert "--resume --allow-lr-change --lr-d 1e+29 --lr-g 1e+29" in message
+    assert "diverged at step 1" in message and "--resume --allow-lr-change --lr-d 2e-05 --lr-g 1e+29" in message
     summary = json.loads((tmp_path / "ckpt" / "summary.json").read_text())
     assert summary["status"] == "diverged"
 
