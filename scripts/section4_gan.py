@@ -2,9 +2,13 @@
 """Report section 4 (GANs) in one command: DCGAN (Figures 38-40), the report's sweeps (41-52) and the
 conditional DCGAN (53-56), each with loss curves, sample grids and the classifier score.
 
-    python scripts/section4_gan.py --dataset mnist --data-dir ../shared/data --out runs/section4
     python scripts/section4_gan.py --smoke --out runs/section4_smoke          # quick end-to-end check
-    python scripts/section4_gan.py --only dcgan,cgan --dataset mnist --data-dir ../shared/data
+    python scripts/section4_gan.py --out runs/section4                        # embedded digits (NOT MNIST)
+    python scripts/section4_gan.py --dataset mnist --out runs/section4        # MNIST from $RDFIA_JAX_DATA
+    python scripts/section4_gan.py --only dcgan,cgan --dataset mnist --data-dir DATA_DIR
+
+``--dataset mnist`` reads the MNIST files from ``--data-dir`` (default ``$RDFIA_JAX_DATA``; see
+``rdfia-jax data list``).
 
 Parts (``--only``, comma-separated; default all): ``dcgan`` (the default run, ``OUT/dcgan``),
 ``sweeps`` (``OUT/sweeps``: nz 10 / 1000, 30 epochs, lr x100 and /100, ngf 256, one results row per
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/section4", help="output folder (default runs/section4)")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts among {', '.join(PARTS)}")
     ap.add_argument("--dataset", choices=("mnist", "digits"), default="digits", help="training digits (default: embedded, NOT MNIST)")
-    ap.add_argument("--data-dir", default=None, help="raw-data folder holding mnist/")
+    ap.add_argument("--data-dir", default=None, help="raw-data folder holding mnist/ (default $RDFIA_JAX_DATA)")
     ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ap.add_argument("--smoke", action="store_true", help="tiny runs, to check the pipeline")
     ap.add_argument("--resume", action="store_true", help="continue killed runs from their checkpoints")

@@ -1,5 +1,7 @@
 """GAN section: architectures, the stride-1 reformulations, gradients, the training step, resume, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
+from rdfia_jax import xla
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.gan import models, ops, score, steps, sweeps
 from rdfia_jax.train import checkpoint, loop
@@ -76,7 +79,7 @@ def _torch_conv(x, w, stride, padding):
 
 
 @pytest.mark.parametrize("impl", ["phase", "phase4", "adjoint", "gemm", "auto"])
-def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypatch):
+def test_transposed_conv_reformulation_equals_definition_and_lax(impl):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 6, 3))
     w = rng.normal(size=(4, 4, 3, 16))
@@ -84,31 +87,29 @@ def test_transposed_conv_reformulation_equals_definition_and_lax(impl, monkeypat
     with jax.enable_x64(True):
         xj, wj = jnp.asarray(x), jnp.asarray(w)
         np.testing.assert_allclose(np.asarray(ops.conv_transpose_reference(xj, wj, 2, 1)), expected, atol=1e-12)
-        monkeypatch.setattr(ops, "CONV_T_IMPL", impl)
-        out = ops.conv_transpose_4x4_s2(xj, wj)
+        conv_t = functools.partial(ops.conv_transpose_4x4_s2, impl=impl)
+        out = conv_t(xj, wj)
         np.testing.assert_allclose(np.asarray(out), expected, atol=1e-12)
         # gradients (input and kernel) equal those of lax.conv_transpose
         cot = jnp.asarray(rng.normal(size=expected.shape))
-        g_new = jax.grad(lambda a, b: jnp.sum(ops.conv_transpose_4x4_s2(a, b) * cot), argnums=(0, 1))(xj, wj)
+        g_new = jax.grad(lambda a, b: jnp.sum(conv_t(a, b) * cot), argnums=(0, 1))(xj, wj)
         g_ref = jax.grad(lambda a, b: jnp.sum(ops.conv_transpose_reference(a, b, 2, 1) * cot), argnums=(0, 1))(xj, wj)
         for a, b in zip(g_new, g_ref):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
         if impl in ("phase4", "adjoint"):  # hand-written VJPs: also against finite differences
-            check_grads(ops.conv_transpose_4x4_s2, (xj, wj), order=1, modes=["rev"])
+            check_grads(conv_t, (xj, wj), order=1, modes=["rev"])
 
 
 @pytest.mark.parametrize("impl", ["matmul1", "auto"])
-def test_one_channel_ends_equal_definition_lax_and_their_gradients(impl, monkeypatch):
+def test_one_channel_ends_equal_definition_lax_and_their_gradients(impl):
     """The generators' last layer (to 1 channel) and the discriminators' image convolution (from 1
     channel) as matrix products with hand-written VJPs: values and both gradients equal lax's."""
     rng = np.random.default_rng(4)
-    monkeypatch.setattr(ops, "CONV_T_IMPL", impl)
-    monkeypatch.setattr(ops, "CONV_IMPL", impl)
     with jax.enable_x64(True):
         cases = [
-            (ops.conv_transpose_4x4_s2, lambda a, b: ops.conv_transpose_reference(a, b, 2, 1),
+            (functools.partial(ops.conv_transpose_4x4_s2, impl=impl), lambda a, b: ops.conv_transpose_reference(a, b, 2, 1),
              rng.normal(size=(2, 5, 6, 3)), rng.normal(size=(4, 4, 3, 1)), _torch_conv_transpose),
-            (ops.conv_4x4_s2, lambda a, b: ops.conv_reference(a, b, 2, 1),
+            (functools.partial(ops.conv_4x4_s2, impl=impl), lambda a, b: ops.conv_reference(a, b, 2, 1),
              rng.normal(size=(2, 8, 10, 1)), rng.normal(size=(4, 4, 1, 5)), _torch_conv),
         ]
         for fast, reference, x, w, definition in cases:
@@ -124,22 +125,22 @@ def test_one_channel_ends_equal_definition_lax_and_their_gradients(impl, monkeyp
         # the one-channel forms refuse what they do not cover instead of computing something else
         if impl == "matmul1":
             with pytest.raises(ValueError, match="one output channel"):
-                ops.conv_transpose_4x4_s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((4, 4, 3, 2)))
+                ops.conv_transpose_4x4_s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((4, 4, 3, 2)), impl="matmul1")
             with pytest.raises(ValueError, match="one input channel"):
-                ops.conv_4x4_s2(jnp.zeros((1, 4, 4, 2)), jnp.zeros((4, 4, 2, 3)))
+                ops.conv_4x4_s2(jnp.zeros((1, 4, 4, 2)), jnp.zeros((4, 4, 2, 3)), impl="matmul1")
 
 
 @pytest.mark.parametrize("impl", ["s2d", "lax", "auto"])
-def test_strided_conv_reformulation_equals_definition(impl, monkeypatch):
+def test_strided_conv_reformulation_equals_definition(impl):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 8, 10, 3))
     w = rng.normal(size=(4, 4, 3, 5))
+    conv = functools.partial(ops.conv_4x4_s2, impl=impl)
     with jax.enable_x64(True):
-        monkeypatch.setattr(ops, "CONV_IMPL", impl)
         xj, wj = jnp.asarray(x), jnp.asarray(w)
-        np.testing.assert_allclose(np.asarray(ops.conv_4x4_s2(xj, wj)), _torch_conv(x, w, 2, 1), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(conv(xj, wj)), _torch_conv(x, w, 2, 1), atol=1e-12)
         cot = jnp.asarray(rng.normal(size=(2, 4, 5, 5)))
-        g_new = jax.grad(lambda a, b: jnp.sum(ops.conv_4x4_s2(a, b) * cot), argnums=(0, 1))(xj, wj)
+        g_new = jax.grad(lambda a, b: jnp.sum(conv(a, b) * cot), argnums=(0, 1))(xj, wj)
         g_ref = jax.grad(lambda a, b: jnp.sum(ops.conv_reference(a, b, 2, 1) * cot), argnums=(0, 1))(xj, wj)
         for a, b in zip(g_new, g_ref):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
@@ -150,6 +151,44 @@ def test_strided_conv_reformulation_equals_definition(impl, monkeypatch):
         h = rng.normal(size=(2, 4, 4, 3))
         np.testing.assert_allclose(np.asarray(ops.conv_valid_4x4(jnp.asarray(h), wj)),
                                    _torch_conv(h, w, 1, 0)[:, 0, 0], atol=1e-12)
+
+
+def test_models_hold_the_formulation_as_a_static_field_the_jit_cache_sees():
+    """The formulation is a field of the networks (part of the graph definition, so another choice
+    is another jit cache entry), not a module global; every choice computes the same network."""
+    z = jax.random.normal(jax.random.key(0), (2, 4), jnp.float32)
+    default = models.Generator(nz=4, ngf=4, rngs=nnx.Rngs(0))
+    lax = models.Generator(nz=4, ngf=4, rngs=nnx.Rngs(0), conv_t_impl="lax")
+    assert default.conv_t_impl == "auto" and lax.conv_t_impl == "lax"
+    g_default, g_lax = nnx.graphdef(default), nnx.graphdef(lax)
+    assert g_default != g_lax and hash(g_default) != hash(g_lax)
+    np.testing.assert_allclose(np.asarray(lax(z, train=True)), np.asarray(default(z, train=True)), atol=1e-5)
+    x = jnp.tanh(jax.random.normal(jax.random.key(1), (2, 32, 32, 1), jnp.float32))
+    d_default = models.Discriminator(ndf=4, rngs=nnx.Rngs(0))
+    d_s2d = models.Discriminator(ndf=4, rngs=nnx.Rngs(0), conv_impl="s2d")
+    assert nnx.graphdef(d_default) != nnx.graphdef(d_s2d)
+    np.testing.assert_allclose(np.asarray(d_s2d(x, train=True)), np.asarray(d_default(x, train=True)), atol=1e-5)
+    parts, st = steps.build(SMALL, conv_t_impl="phase", conv_impl="lax")
+    assert nnx.merge(parts.g_def, st["g"]["params"], st["g"]["stats"]).conv_t_impl == "phase"
+    assert nnx.merge(parts.d_def, st["d"]["params"], st["d"]["stats"]).conv_impl == "lax"
+    with pytest.raises(ValueError, match="choose one of auto, phase"):
+        models.Generator(nz=4, ngf=4, rngs=nnx.Rngs(0), conv_t_impl="fast")
+    with pytest.raises(ValueError, match="choose one of auto, lax"):
+        ops.conv_4x4_s2(x, jnp.zeros((4, 4, 1, 2)), impl="phase")
+
+
+def test_shared_layers_live_in_models_layers():
+    from rdfia_jax.dann import models as dann_models
+    from rdfia_jax.models import layers
+
+    assert ops.space_to_depth is layers.space_to_depth and dann_models.space_to_depth is layers.space_to_depth
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    s = layers.space_to_depth(x)
+    assert s.shape == (2, 2, 3, 12)
+    np.testing.assert_array_equal(np.asarray(s[:, 1, 2, 3 * 3 + 1]), np.asarray(x[:, 3, 5, 1]))  # (a, b) = (1, 1)
+    np.testing.assert_array_equal(np.asarray(layers.depth_to_space(s, 3)), np.asarray(x))
+    ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(np.asarray(layers.max_pool_2x2(x)), np.asarray(ref))
 
 
 def test_conditional_label_branch_equals_convolving_the_expanded_label_image():
@@ -210,8 +249,8 @@ SMALL = steps.GanConfig(nz=8, ngf=4, ndf=4, batch_size=8, epochs=2, seed=3)
 def small_gan():
     """A small DCGAN with its step jitted once, shared by the step tests (compilation is the cost)."""
     parts, state = steps.build(SMALL)
-    traces = []
-    step = jax.jit(steps.make_train_step(parts, trace_counter=traces))
+    traces = xla.TraceCounter()
+    step = jax.jit(steps.make_train_step(parts, traces=traces))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (32, 32, 32, 1), dtype=np.uint8)
     get_batch, spe = loop.array_batches({"x": images}, SMALL.batch_size, SMALL.seed)
@@ -232,7 +271,7 @@ def test_step_is_deterministic_traced_once_and_updates_everything(small_gan):
     s1, m1 = step(state, batch, jnp.int32(0))
     s2, m2 = step(state, batch, jnp.int32(0))
     s3, _ = step(s1, get_batch(0, 1), jnp.int32(1))
-    assert len(traces) == 1, "the training step was retraced"
+    assert traces[steps.TRACE_NAME] == 1, "the training step was retraced"
     assert _equal_trees(s1, s2) and {k: float(v) for k, v in m1.items()} == {k: float(v) for k, v in m2.items()}
     for part in ("g", "d"):
         for kind in ("params", "stats"):
@@ -271,7 +310,7 @@ def test_kill_and_resume_gives_identical_parameters(small_gan, tmp_path):
     assert resumed.resumed_from == 3 and resumed.steps_done == reference.steps_done == 8
     assert _equal_trees(resumed.state, reference.state)
     np.testing.assert_array_equal(resumed.history["loss_g"], reference.history["loss_g"])
-    assert len(traces) == 1
+    assert traces.check(steps.TRACE_NAME)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -311,6 +350,11 @@ def test_results_table_records_diverged_runs_and_samples_npz(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| lr_x100 | diverged |" in md and "| default | ok |" in md and "7/40" in md
     assert (tmp_path / "results.csv").read_text().count("\n") == 3
+    from rdfia_jax.results import read_results
+
+    rows = read_results(tmp_path)  # the JSON keeps raw values, same columns
+    assert [r["run"] for r in rows] == ["default", "lr_x100"] and list(rows[0]) == sweeps.COLUMNS
+    assert rows[0]["coverage"] == 0.95 and rows[1]["coverage"] is None and rows[1]["steps"] == "7/40"
     images = np.linspace(-1, 1, 2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32, 1)
     path = run.write_samples(tmp_path / "s.npz", images, np.array([3, 4]), description="test")
     with np.load(path) as f:

@@ -1,4 +1,8 @@
-"""``rdfia-jax gan`` / ``rdfia-jax cgan``: DCGAN and conditional DCGAN on MNIST (report section 4)."""
+"""``rdfia-jax gan`` / ``rdfia-jax cgan``: DCGAN and conditional DCGAN (report section 4).
+
+Every argument and output path is checked (:mod:`rdfia_jax.gan.config`) before any data is loaded
+or anything is compiled.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,12 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of initialization, z and data order (default 0)")
     p.add_argument("--out", default=f"runs/{kind}", help=f"output folder (default runs/{kind})")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--allow-lr-change", action="store_true",
+                   help="with --resume: continue a run whose --lr-d/--lr-g were different (e.g. lower after a "
+                   "divergence); the change and its step are recorded in the checkpoints and summary.json")
     p.add_argument("--smoke", action="store_true",
-                   help="quick pipeline check: 256 images, batch 32, 1 epoch, 500 scored samples (numbers meaningless)")
+                   help="quick pipeline check: 256 images, batch 32, 1 epoch, 500 scored samples; its samples look "
+                   "like noise and its numbers are meaningless")
     p.add_argument("--sweep", default=None, metavar="NAME",
                    help="run one of the report's experiments instead of a single run: nz (10/100/1000), epochs (30), "
                    "lr (x100, /100), ngf (256), or report (all of them plus the default); writes results.md/csv to --out")
@@ -35,46 +43,62 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--sample-every", type=int, default=250,
                    help="sample grid from the fixed z every N iterations (default 250; 0 = only at the end)")
     p.add_argument("--no-score", action="store_true", help="skip the classifier score at the end")
-    p.add_argument("--score-samples", type=int, default=10_000, help="generated images scored (default 10000)")
+    p.add_argument("--score-samples", type=int, default=10_000,
+                   help="generated images scored, >= 1 (default 10000; --no-score skips the score)")
     p.set_defaults(func=lambda args: main(args, kind))
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "gan", help="train a DCGAN on MNIST: loss curves, sample grids, interpolation, classifier score",
+        "gan", help="train a DCGAN (embedded digits by default, or MNIST): loss curves, sample grids, "
+        "interpolation, classifier score",
         description="Train the practical's DCGAN (Adam, BCE, non-saturating G loss) and write figures, "
-        "checkpoints, history.csv and summary.json to --out. --sweep runs the report's experiments.")
+        "checkpoints, history.csv and summary.json to --out. --sweep runs the report's experiments. "
+        "Rerunning a finished run with the same settings only shows where its outputs are.")
     _add_common(p, "gan")
     p = subparsers.add_parser(
-        "cgan", help="train a conditional DCGAN on MNIST: class grid (fixed z x 10 classes), label accuracy",
+        "cgan", help="train a conditional DCGAN (embedded digits by default, or MNIST): class grid (fixed z x "
+        "10 classes), label accuracy",
         description="Train the practical's conditional DCGAN and write figures (including the grid of fixed z "
-        "columns x 10 class rows), checkpoints and summary.json to --out.")
+        "columns x 10 class rows), checkpoints and summary.json to --out. Rerunning a finished run with the "
+        "same settings only shows where its outputs are.")
     _add_common(p, "cgan")
 
 
-def main(args: argparse.Namespace, kind: str) -> int:
-    from rdfia_jax.gan import run, steps, sweeps
+def options(args: argparse.Namespace, kind: str):
+    """``(GanConfig, RunOptions)`` from the parsed arguments, every value and output path checked.
+
+    Imports no JAX: a bad argument is refused in milliseconds, before any data loading or compilation.
+    """
+    from rdfia_jax.gan import config
 
     if args.sweep is not None:
-        sweeps.sweep_runs(args.sweep)  # unknown sweep -> RdfiaError before anything is loaded
+        config.sweep_runs(args.sweep)  # unknown sweep -> RdfiaError
         if args.samples:
             raise RdfiaError("--samples is for single runs, not with --sweep")
-    if args.save_every < 1:
-        raise RdfiaError(f"--save-every {args.save_every}: must be >= 1")
-    if args.sample_every < 0:
-        raise RdfiaError(f"--sample-every {args.sample_every}: must be >= 0")
-    cfg = steps.GanConfig(
+    cfg = config.GanConfig(
         kind=kind, nz=args.nz, ngf=getattr(args, "ngf", 32), ndf=getattr(args, "ndf", 32),
         lr_d=args.lr_d, lr_g=args.lr_g, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
-    opts = run.RunOptions(
-        out=args.out, dataset=args.dataset, data_dir=args.data_dir, resume=args.resume, smoke=args.smoke,
-        save_every=args.save_every, sample_every=args.sample_every, score=not args.no_score,
-        score_samples=args.score_samples, samples=args.samples, samples_out=args.samples_out)
+    opts = config.RunOptions(
+        out=args.out, dataset=args.dataset, data_dir=args.data_dir, resume=args.resume,
+        allow_lr_change=args.allow_lr_change, smoke=args.smoke, save_every=args.save_every,
+        sample_every=args.sample_every, score=not args.no_score, score_samples=args.score_samples,
+        samples=args.samples, samples_out=args.samples_out)
+    opts.check_paths()
+    return cfg, opts
+
+
+def main(args: argparse.Namespace, kind: str) -> int:
+    cfg, opts = options(args, kind)
+    from rdfia_jax.gan import run, sweeps
+
     if args.sweep is not None:
         summaries = sweeps.run_sweep(args.sweep, cfg, opts)
         for s in summaries:
             print(_line(s))
-        print(f"results: {args.out}/results.md, {args.out}/results.csv")
+        print(f"results: {args.out}/results.md, {args.out}/results.csv, {args.out}/results.json")
+        if args.smoke:
+            print("note: " + run.smoke_note(kind))
         return 0
     summary = run.train(cfg, opts)
     print(_line(summary))
@@ -83,6 +107,8 @@ def main(args: argparse.Namespace, kind: str) -> int:
         print(f"  real digits (ceiling): confidence {r['confidence']:.3f}, coverage {r['coverage']:.3f}, "
               f"Frechet {r['frechet']:.3f}" + (f", label accuracy {r['label_accuracy']:.3f}" if kind == "cgan" else ""))
     print(f"outputs: {args.out} (summary.json, losses.png, samples_final.png, ...)")
+    if summary.get("smoke"):
+        print("note: " + run.smoke_note(kind))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Figures of the GAN section: sample grids, loss and score curves, cGAN class grid, interpolation.
 
 Every function writes one PNG (atomically) and returns its path. Images are (N, 32, 32, 1) float in
-[-1, 1]. matplotlib uses the Agg backend (no display needed).
+[-1, 1]. Figures are ``matplotlib.figure.Figure`` objects drawn by an Agg canvas: no display needed,
+and no process-wide matplotlib state (backend, pyplot's figure list) is touched.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import numpy as np
 from rdfia_jax.fileio import atomic_path
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A new Figure with one Axes, on its own Agg canvas: ``(fig, ax)``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def tile(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
@@ -38,15 +40,13 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
 def sample_grid(images: np.ndarray, path: str | Path, *, ncols: int = 8, title: str = "") -> Path:
     """A grid of images (e.g. 64 samples from the fixed z, or real digits)."""
-    plt = _plt()
     canvas = tile(images, ncols)
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 40, canvas.shape[0] / 40 + (0.4 if title else 0)))
+    fig, ax = _figure((canvas.shape[1] / 40, canvas.shape[0] / 40 + (0.4 if title else 0)))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
@@ -63,8 +63,7 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def loss_curves(history: dict, path: str | Path, *, title: str = "") -> Path:
     """D and G losses per iteration (raw, faint, and a moving average)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _figure((7, 3.5))
     for key, label, color in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):
         v = np.asarray(history.get(key, []), np.float64)
         if len(v) == 0:
@@ -82,8 +81,7 @@ def loss_curves(history: dict, path: str | Path, *, title: str = "") -> Path:
 
 def score_curves(history: dict, path: str | Path, *, title: str = "") -> Path:
     """Mean D(x) on real images and D(G(z)) (before and after D's update) per iteration."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _figure((7, 3.5))
     for key, label, color in (("d_real", "D(x)", "tab:green"), ("d_fake", "D(G(z)) (D step)", "tab:red"),
                               ("d_fake_g", "D(G(z)) (G step)", "tab:purple")):
         v = np.asarray(history.get(key, []), np.float64)
@@ -102,9 +100,8 @@ def score_curves(history: dict, path: str | Path, *, title: str = "") -> Path:
 
 def class_grid(images: np.ndarray, ncols: int, path: str | Path, *, title: str = "") -> Path:
     """cGAN grid: row k = class k, column j = fixed z_j (images ordered row-major)."""
-    plt = _plt()
     canvas = tile(images, ncols)
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 40 + 0.4, canvas.shape[0] / 40 + 0.4))
+    fig, ax = _figure((canvas.shape[1] / 40 + 0.4, canvas.shape[0] / 40 + 0.4))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     step = canvas.shape[0] / 10
     ax.set_yticks([step * (k + 0.5) for k in range(10)], [str(k) for k in range(10)])

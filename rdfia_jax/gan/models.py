@@ -15,10 +15,14 @@ Every ``__call__`` takes ``train``: True = BatchNorm on batch statistics (and ru
 updated, as PyTorch's ``train()``), False = running statistics (``eval()``). ``smooth=True``
 replaces ReLU/LeakyReLU by smooth look-alikes, for finite-difference gradient checks only.
 
-The strided layers go through :mod:`rdfia_jax.gan.ops` (stride-1 reformulations, fast on CPU).
+The strided layers go through :mod:`rdfia_jax.gan.ops` (stride-1 reformulations, fast on CPU). Which
+formulation is a static field of each network (``conv_t_impl`` for the generators, ``conv_impl`` for
+the discriminators, default "auto"): part of the graph definition, so the jit cache sees it.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,11 +79,14 @@ class Generator(nnx.Module):
       ngf: generator width.
       rngs: parameter initialization RNG.
       smooth: smooth activations (gradient checks only).
+      conv_t_impl: transposed-convolution formulation, one of :data:`rdfia_jax.gan.ops.CONV_T_IMPLS`.
     """
 
-    def __init__(self, nz: int = 100, ngf: int = 32, *, rngs: nnx.Rngs, smooth: bool = False):
+    def __init__(self, nz: int = 100, ngf: int = 32, *, rngs: nnx.Rngs, smooth: bool = False,
+                 conv_t_impl: str = "auto"):
         _check_positive(nz=nz, ngf=ngf)
         self.nz, self.ngf, self.smooth = nz, ngf, smooth
+        self.conv_t_impl = ops.check_impl(conv_t_impl, ops.CONV_T_IMPLS, "transposed convolution")
         self.w1 = _kernel(rngs, nz, ngf * 4)
         self.bn1 = _bn(ngf * 4, rngs)
         self.w2 = _kernel(rngs, ngf * 4, ngf * 2)
@@ -90,10 +97,11 @@ class Generator(nnx.Module):
 
     def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
         ura = not train
+        up = functools.partial(ops.conv_transpose_4x4_s2, impl=self.conv_t_impl)
         h = _relu(self.bn1(ops.project_1x1(z, self.w1[...]), use_running_average=ura), self.smooth)
-        h = _relu(self.bn2(ops.conv_transpose_4x4_s2(h, self.w2[...]), use_running_average=ura), self.smooth)
-        h = _relu(self.bn3(ops.conv_transpose_4x4_s2(h, self.w3[...]), use_running_average=ura), self.smooth)
-        return jnp.tanh(ops.conv_transpose_4x4_s2(h, self.w4[...]))
+        h = _relu(self.bn2(up(h, self.w2[...]), use_running_average=ura), self.smooth)
+        h = _relu(self.bn3(up(h, self.w3[...]), use_running_average=ura), self.smooth)
+        return jnp.tanh(up(h, self.w4[...]))
 
 
 class Discriminator(nnx.Module):
@@ -103,11 +111,13 @@ class Discriminator(nnx.Module):
       ndf: discriminator width.
       rngs: parameter initialization RNG.
       smooth: smooth activations (gradient checks only).
+      conv_impl: strided-convolution formulation, one of :data:`rdfia_jax.gan.ops.CONV_IMPLS`.
     """
 
-    def __init__(self, ndf: int = 32, *, rngs: nnx.Rngs, smooth: bool = False):
+    def __init__(self, ndf: int = 32, *, rngs: nnx.Rngs, smooth: bool = False, conv_impl: str = "auto"):
         _check_positive(ndf=ndf)
         self.ndf, self.smooth = ndf, smooth
+        self.conv_impl = ops.check_impl(conv_impl, ops.CONV_IMPLS, "strided convolution")
         self.w1 = _kernel(rngs, 1, ndf)
         self.bn1 = _bn(ndf, rngs)
         self.w2 = _kernel(rngs, ndf, ndf * 2)
@@ -118,9 +128,10 @@ class Discriminator(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         ura = not train
-        h = _lrelu(self.bn1(ops.conv_4x4_s2(x, self.w1[...]), use_running_average=ura), self.smooth)
-        h = _lrelu(self.bn2(ops.conv_4x4_s2(h, self.w2[...]), use_running_average=ura), self.smooth)
-        h = _lrelu(self.bn3(ops.conv_4x4_s2(h, self.w3[...]), use_running_average=ura), self.smooth)
+        down = functools.partial(ops.conv_4x4_s2, impl=self.conv_impl)
+        h = _lrelu(self.bn1(down(x, self.w1[...]), use_running_average=ura), self.smooth)
+        h = _lrelu(self.bn2(down(h, self.w2[...]), use_running_average=ura), self.smooth)
+        h = _lrelu(self.bn3(down(h, self.w3[...]), use_running_average=ura), self.smooth)
         return ops.conv_valid_4x4(h, self.w4[...])[:, 0]
 
 
@@ -131,11 +142,13 @@ class CondGenerator(nnx.Module):
       nz: latent size.
       rngs: parameter initialization RNG.
       smooth: smooth activations (gradient checks only).
+      conv_t_impl: transposed-convolution formulation, one of :data:`rdfia_jax.gan.ops.CONV_T_IMPLS`.
     """
 
-    def __init__(self, nz: int = 100, *, rngs: nnx.Rngs, smooth: bool = False):
+    def __init__(self, nz: int = 100, *, rngs: nnx.Rngs, smooth: bool = False, conv_t_impl: str = "auto"):
         _check_positive(nz=nz)
         self.nz, self.smooth = nz, smooth
+        self.conv_t_impl = ops.check_impl(conv_t_impl, ops.CONV_T_IMPLS, "transposed convolution")
         self.wz = _kernel(rngs, nz, 256)
         self.bnz = _bn(256, rngs)
         self.wy = _kernel(rngs, NUM_CLASSES, 256)
@@ -151,9 +164,10 @@ class CondGenerator(nnx.Module):
         hz = _relu(self.bnz(ops.project_1x1(z, self.wz[...]), use_running_average=ura), self.smooth)
         hy = _relu(self.bny(ops.project_1x1(y, self.wy[...]), use_running_average=ura), self.smooth)
         h = jnp.concatenate([hz, hy], axis=-1)
-        h = _relu(self.bn2(ops.conv_transpose_4x4_s2(h, self.w2[...]), use_running_average=ura), self.smooth)
-        h = _relu(self.bn3(ops.conv_transpose_4x4_s2(h, self.w3[...]), use_running_average=ura), self.smooth)
-        return jnp.tanh(ops.conv_transpose_4x4_s2(h, self.w4[...]))
+        up = functools.partial(ops.conv_transpose_4x4_s2, impl=self.conv_t_impl)
+        h = _relu(self.bn2(up(h, self.w2[...]), use_running_average=ura), self.smooth)
+        h = _relu(self.bn3(up(h, self.w3[...]), use_running_average=ura), self.smooth)
+        return jnp.tanh(up(h, self.w4[...]))
 
 
 class CondDiscriminator(nnx.Module):
@@ -166,10 +180,12 @@ class CondDiscriminator(nnx.Module):
     Args:
       rngs: parameter initialization RNG.
       smooth: smooth activations (gradient checks only).
+      conv_impl: strided-convolution formulation, one of :data:`rdfia_jax.gan.ops.CONV_IMPLS`.
     """
 
-    def __init__(self, *, rngs: nnx.Rngs, smooth: bool = False):
+    def __init__(self, *, rngs: nnx.Rngs, smooth: bool = False, conv_impl: str = "auto"):
         self.smooth = smooth
+        self.conv_impl = ops.check_impl(conv_impl, ops.CONV_IMPLS, "strided convolution")
         self.wx = _kernel(rngs, 1, 64)
         self.wy = _kernel(rngs, NUM_CLASSES, 64)
         self.w2 = _kernel(rngs, 128, 256)
@@ -185,13 +201,14 @@ class CondDiscriminator(nnx.Module):
 
     def __call__(self, x: jax.Array, y: jax.Array, *, train: bool) -> jax.Array:
         ura = not train
-        hx = _lrelu(ops.conv_4x4_s2(x, self.wx[...]), self.smooth)
+        down = functools.partial(ops.conv_4x4_s2, impl=self.conv_impl)
+        hx = _lrelu(down(x, self.wx[...]), self.smooth)
         eye = jnp.broadcast_to(jnp.eye(NUM_CLASSES, dtype=x.dtype)[:, None, None, :], (NUM_CLASSES,) + x.shape[1:3] + (NUM_CLASSES,))
-        per_class = ops.conv_4x4_s2(eye, self.wy[...].astype(x.dtype))  # (10, 16, 16, 64)
+        per_class = down(eye, self.wy[...].astype(x.dtype))  # (10, 16, 16, 64)
         hy = _lrelu(jnp.einsum("nk,khwc->nhwc", y.astype(x.dtype), per_class), self.smooth)
         h = jnp.concatenate([hx, hy], axis=-1)
-        h = _lrelu(self.bn2(ops.conv_4x4_s2(h, self.w2[...]), use_running_average=ura), self.smooth)
-        h = _lrelu(self.bn3(ops.conv_4x4_s2(h, self.w3[...]), use_running_average=ura), self.smooth)
+        h = _lrelu(self.bn2(down(h, self.w2[...]), use_running_average=ura), self.smooth)
+        h = _lrelu(self.bn3(down(h, self.w3[...]), use_running_average=ura), self.smooth)
         return ops.conv_valid_4x4(h, self.w4[...])[:, 0] + self.b4[...][0]
 
 

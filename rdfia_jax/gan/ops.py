@@ -30,8 +30,8 @@ than PyTorch's. The 4x4 / stride 2 / padding 1 layers of the DCGAN are rewritten
 
 Reference implementations on ``jax.lax`` (:func:`conv_transpose_reference`,
 :func:`conv_reference`) are kept for the tests that prove the rewrites equal (outputs and
-gradients) and for benchmarking; ``CONV_T_IMPL`` / ``CONV_IMPL`` select the formulations the models
-use (read at trace time).
+gradients) and for benchmarking. The formulation is an explicit ``impl`` argument (the models hold
+it as a static field, so it is part of their graph definition and of the jit cache key).
 """
 
 from __future__ import annotations
@@ -39,19 +39,28 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rdfia_jax.models.layers import depth_to_space, space_to_depth  # noqa: F401 (re-exported)
+
 _DN = ("NHWC", "HWIO", "NHWC")
 
-#: How :func:`conv_transpose_4x4_s2` computes: "auto" (default: "matmul1" for one output channel,
-#: "adjoint" for >= 16, else "phase"), "phase" (one 3x3 conv), "phase4" (four 2x2 convs, exact
-#: FLOPs), "adjoint" (phase4's forward; both gradients from the adjoint strided convolution),
+#: Formulations of :func:`conv_transpose_4x4_s2`: "auto" (default: "matmul1" for one output
+#: channel, "adjoint" for >= 16, else "phase"), "phase" (one 3x3 conv), "phase4" (four 2x2 convs,
+#: exact FLOPs), "adjoint" (phase4's forward; both gradients from the adjoint strided convolution),
 #: "matmul1" (one output channel only: a matrix product + overlap-add, hand-written gradients),
 #: "gemm" (one matrix product + overlap-add for any width; slow on XLA:CPU) or "lax".
-CONV_T_IMPL = "auto"
-#: How :func:`conv_4x4_s2` computes: "auto" (default: "matmul1" for one input channel, else
+CONV_T_IMPLS = ("auto", "phase", "phase4", "adjoint", "matmul1", "gemm", "lax")
+#: Formulations of :func:`conv_4x4_s2`: "auto" (default: "matmul1" for one input channel, else
 #: "lax"), "lax" (strided ``conv_general_dilated``: measured faster here than "s2d" and than an
 #: im2col matrix product for wide inputs), "matmul1" (one input channel only: taps gathering + a
 #: matrix product, hand-written gradients) or "s2d" (space-to-depth + one stride-1 2x2 conv).
-CONV_IMPL = "auto"
+CONV_IMPLS = ("auto", "lax", "matmul1", "s2d")
+
+
+def check_impl(impl: str, choices: tuple[str, ...], what: str) -> str:
+    """``impl`` if it is one of ``choices``, else ValueError naming them."""
+    if impl not in choices:
+        raise ValueError(f"{what} formulation {impl!r}: choose one of {', '.join(choices)}")
+    return impl
 
 
 def conv_transpose_reference(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -114,20 +123,6 @@ def phase_kernel(w: jax.Array) -> jax.Array:
                 rows.append(jnp.stack(cols))
             phases.append(jnp.stack(rows))  # (3, 3, in, out)
     return jnp.concatenate(phases, axis=-1)
-
-
-def depth_to_space(y: jax.Array, cout: int) -> jax.Array:
-    """(N, H, W, 4*cout) with channel (2a+b)*cout+o -> (N, 2H, 2W, cout) with pixel (2h+a, 2w+b)."""
-    n, h, w_, _ = y.shape
-    y = y.reshape(n, h, w_, 2, 2, cout)
-    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w_, cout)
-
-
-def space_to_depth(x: jax.Array) -> jax.Array:
-    """(N, 2H, 2W, C) -> (N, H, W, 4C), channel (2a+b)*C+c holds pixel (2h+a, 2w+b)."""
-    n, h2, w2, c = x.shape
-    x = x.reshape(n, h2 // 2, 2, w2 // 2, 2, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h2 // 2, w2 // 2, 4 * c)
 
 
 @jax.custom_vjp
@@ -269,19 +264,20 @@ def _one_output_channel_bwd(residuals, g):
 _one_output_channel.defvjp(_one_output_channel_fwd, _one_output_channel_bwd)
 
 
-def conv_transpose_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
-    """ConvTranspose 4x4, stride 2, padding 1 (doubles H and W); formulation per ``CONV_T_IMPL``."""
-    if CONV_T_IMPL == "lax":
+def conv_transpose_4x4_s2(x: jax.Array, w: jax.Array, impl: str = "auto") -> jax.Array:
+    """ConvTranspose 4x4, stride 2, padding 1 (doubles H and W); ``impl`` one of :data:`CONV_T_IMPLS`."""
+    check_impl(impl, CONV_T_IMPLS, "transposed convolution")
+    if impl == "lax":
         return conv_transpose_reference(x, w, 2, 1)
-    if CONV_T_IMPL == "matmul1" or (CONV_T_IMPL == "auto" and w.shape[-1] == 1):
+    if impl == "matmul1" or (impl == "auto" and w.shape[-1] == 1):
         if w.shape[-1] != 1:
-            raise ValueError(f"CONV_T_IMPL 'matmul1' needs one output channel, got {w.shape}")
+            raise ValueError(f"transposed convolution 'matmul1' needs one output channel, got {w.shape}")
         return _one_output_channel(x, w)
-    if CONV_T_IMPL == "adjoint" or (CONV_T_IMPL == "auto" and w.shape[-1] >= 16):
+    if impl == "adjoint" or (impl == "auto" and w.shape[-1] >= 16):
         return _adjoint(x, w)
-    if CONV_T_IMPL == "phase4":
+    if impl == "phase4":
         return _phase4(x, w)
-    if CONV_T_IMPL == "gemm":
+    if impl == "gemm":
         return _gemm(x, w)
     return depth_to_space(_conv_s1(x, phase_kernel(w), 1), w.shape[-1])
 
@@ -325,16 +321,17 @@ def _one_input_channel_bwd(residuals, g):
 _one_input_channel.defvjp(_one_input_channel_fwd, _one_input_channel_bwd)
 
 
-def conv_4x4_s2(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Conv 4x4, stride 2, padding 1 (halves H and W); formulation per ``CONV_IMPL``."""
-    if CONV_IMPL == "lax":
+def conv_4x4_s2(x: jax.Array, w: jax.Array, impl: str = "auto") -> jax.Array:
+    """Conv 4x4, stride 2, padding 1 (halves H and W); ``impl`` one of :data:`CONV_IMPLS`."""
+    check_impl(impl, CONV_IMPLS, "strided convolution")
+    if impl == "lax":
         return conv_reference(x, w, 2, 1)
     even = x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0  # the taps gather halves exactly
-    if CONV_IMPL == "matmul1" or (CONV_IMPL == "auto" and x.shape[-1] == 1 and even):
+    if impl == "matmul1" or (impl == "auto" and x.shape[-1] == 1 and even):
         if x.shape[-1] != 1 or not even:
-            raise ValueError(f"CONV_IMPL 'matmul1' needs one input channel and even sizes, got {x.shape}")
+            raise ValueError(f"strided convolution 'matmul1' needs one input channel and even sizes, got {x.shape}")
         return _one_input_channel(x, w)
-    if CONV_IMPL == "auto":
+    if impl == "auto":
         return conv_reference(x, w, 2, 1)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     return _conv_s1(space_to_depth(x), s2d_kernel(w), 0)

@@ -9,6 +9,8 @@ holds::
     class_grid.png        (cGAN) fixed z (columns) x the 10 classes (rows)
     interpolation.png     latent interpolation between pairs of fixed z
     losses.png, scores.png, history.csv, summary.json
+
+The same command run again on a finished folder trains nothing: it says where the outputs are.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,47 +30,12 @@ import numpy as np
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path, atomic_write_bytes
 from rdfia_jax.gan import figures, steps
+from rdfia_jax.gan.config import DATASETS, RunOptions  # noqa: F401 (re-exported: run.RunOptions)
 from rdfia_jax.train import checkpoint, loop
 
-DATASETS = ("mnist", "digits")
 GRID_SAMPLES = 64
 CLASS_GRID_COLUMNS = 8
 SCORE_BATCH = 500
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """Everything about a run that is not a hyper-parameter.
-
-    Attributes:
-      out: output folder.
-      dataset: "mnist" (real MNIST files in data_dir) or "digits" (embedded, NOT MNIST).
-      data_dir: raw data folder (default ``$RDFIA_JAX_DATA``).
-      resume: continue from the folder's last checkpoint.
-      smoke: tiny run (256 training images, batch 32, 1 epoch, 500 scored samples) for a quick check.
-      save_every: checkpoint period in steps.
-      sample_every: sample-grid period in steps (0: only at the end).
-      score: compute the classifier score at the end.
-      score_samples: how many generated images to score.
-      samples: write this many generated images to ``samples_out`` (npz) at the end.
-      samples_out: path of that npz.
-      progress: progress bars.
-      on_divergence: "raise" (single runs) or "return" (sweeps: record and go on).
-    """
-
-    out: str | Path = "runs/gan"
-    dataset: str = "digits"
-    data_dir: str | Path | None = None
-    resume: bool = False
-    smoke: bool = False
-    save_every: int = 500
-    sample_every: int = 250
-    score: bool = True
-    score_samples: int = 10_000
-    samples: int = 0
-    samples_out: str | Path | None = None
-    progress: bool = True
-    on_divergence: str = "raise"
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,8 +118,85 @@ def _write_history_csv(history: dict, path: Path) -> None:
                 w.writerow([i + 1] + [f"{history[k][i]:.6g}" for k in keys])
 
 
+#: ``--dataset digits`` epochs after which the DCGAN's samples are recognizable digits (judged on
+#: its sample grids and classifier score); the cGAN is given as many.
+REAL_RESULT_EPOCHS = {"gan": 30, "cgan": 30}
+#: How long that takes on 2 CPU cores (with the score at the end).
+REAL_RESULT_TIME = {"gan": "7 minutes measured on 2 CPU cores shared with other work, less on idle cores",
+                    "cgan": "each cGAN step costs about 8 DCGAN steps: 10 minutes or more on 2 CPU cores"}
+
+
+def smoke_note(kind: str) -> str:
+    """What a smoke run is, and the command that gives a real result instead."""
+    return (f"this was a smoke run: a pipeline check (one epoch of 256 images), so its samples look like "
+            f"noise and its scores mean nothing. For recognizable digits run: rdfia-jax {kind} --dataset digits "
+            f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_TIME[kind]})")
+
+
+def _check_existing(store: checkpoint.CheckpointStore, target: Callable[[], Any], opts: RunOptions,
+                    cfg: steps.GanConfig, total: int, steps_per_epoch: int) -> dict | None:
+    """What the output folder's checkpoints mean for this request, before anything is written.
+
+    ``target()`` gives the state structure to restore into; it is built only to name the settings
+    that differ (building the networks is the slow part of a rerun).
+
+    Returns:
+      None: no checkpoint, or a resume to go on with. The stored summary: the same run is already
+      complete (nothing to train).
+    Raises:
+      RdfiaError: checkpoints of other settings (the keys that differ), an unfinished run without
+        ``--resume``, or a run already past the requested number of epochs.
+    """
+    latest = store.latest_step()
+    if latest is None:
+        return None
+    meta = store.read_metadata(latest)
+    if not opts.resume and meta.get("fingerprint") != store.fingerprint:
+        store.restore(target(), latest)  # raises naming the settings that differ (unless only defaults do)
+    user = meta.get("user", {})
+    done, run_total = int(user.get("steps_done", latest)), user.get("total_steps")
+    out = Path(opts.out)
+    if done > total:
+        need = -(-done // steps_per_epoch)
+        raise RdfiaError(
+            f"{out} holds a run at step {done} ({done / steps_per_epoch:g} epochs), more than the {total} steps "
+            f"that --epochs {cfg.epochs} asks for; pass --epochs {need} (or more), or choose another --out")
+    if opts.resume:
+        return None
+    if done == total == run_total:
+        summary_path = out / "summary.json"
+        if not summary_path.is_file():
+            raise RdfiaError(f"{out} holds a complete run (step {done} of {total}) but no summary.json: "
+                             "add --resume to write its outputs again (nothing is retrained)")
+        print(f"{cfg.kind}: the run in {out} is already complete (step {done} of {total}); nothing to train. "
+              f"Its figures: {out}/samples_final.png, losses.png, scores.png, interpolation.png"
+              + (", class_grid.png" if cfg.kind == "cgan" else "") + f"; summary: {summary_path}")
+        summary = json.loads(summary_path.read_text())
+        summary["already_complete"] = True
+        return summary
+    if done == run_total:  # finished, and this request asks for more epochs
+        raise RdfiaError(f"{out} holds a finished run of {done} steps; add --resume to continue it to step {total}, "
+                         "or choose another --out")
+    raise RdfiaError(f"{out} holds an unfinished run (step {done} of {run_total}); add --resume to continue it"
+                     + (f" to step {total}" if total != run_total else "") + ", or choose another --out")
+
+
+def _divergence_advice(cfg: steps.GanConfig, message: str, has_checkpoint: bool) -> str:
+    """What to do after a divergence, true for this run: resume with lower rates, or rerun with them."""
+    lower = f"--lr-d {cfg.lr_d / 10:g} --lr-g {cfg.lr_g / 10:g}"
+    if has_checkpoint:
+        return (f"resume from the last good checkpoint with --resume --allow-lr-change {lower} (lower learning "
+                "rates; the change and its step are recorded)")
+    return ("" if "no checkpoint was written" in message else "no checkpoint was written; ") + \
+        f"rerun with lower learning rates, e.g. {lower}"
+
+
 def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
     """Train one GAN/cGAN run and write its outputs to ``opts.out``.
+
+    A folder that already holds this run, complete, is not retrained: its stored summary is
+    returned. Nothing is written before the checkpoints in the folder have been checked against
+    this request.
 
     Args:
       cfg: hyper-parameters (``--smoke`` shrinks batch size and epochs, see :func:`effective_config`).
@@ -160,18 +204,15 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
       name: run name (sweeps), for titles and the summary.
     Returns:
       The summary dict (also written to ``summary.json``): status "ok" or "diverged", steps,
-      steps/s, final losses, score and real-digit ceiling.
+      steps/s, final losses, score and real-digit ceiling, learning-rate changes on resume.
     Raises:
-      RdfiaError: bad options, data missing, checkpoint of another configuration; and
-        :class:`rdfia_jax.train.loop.TrainingDiverged` on NaN/inf when ``on_divergence="raise"``
-        (after writing the figures so far).
+      RdfiaError: bad options or paths, data missing, checkpoints of other settings, an unfinished
+        run without resume; and :class:`rdfia_jax.train.loop.TrainingDiverged` on NaN/inf when
+        ``on_divergence="raise"`` (after writing the figures so far).
     """
     out = Path(opts.out)
     cfg = effective_config(cfg, opts.smoke)
-    if opts.samples < 0:
-        raise RdfiaError(f"--samples {opts.samples}: must be >= 0")
-    if opts.samples and not opts.samples_out:
-        raise RdfiaError("--samples needs --samples-out FILE.npz")
+    opts.check_paths()
     data_dir = str(opts.data_dir) if opts.data_dir is not None else None
     images, labels, description, is_real = load_training_data(opts.dataset, data_dir)
     if opts.smoke:
@@ -180,19 +221,30 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
         raise RdfiaError(f"{description}: {len(images)} images, fewer than one batch of {cfg.batch_size}")
     not_mnist = "" if is_real else f" [data: {description}]"
     title = (name or cfg.kind) + not_mnist
-    print(f"{cfg.kind}: {description}; {len(images)} training images; output {out}" + ("" if is_real else " -- NOT MNIST"))
 
-    parts, init_state = steps.build(cfg)
-    sample = steps.make_sampler(parts)
-    fixed = fixed_latents(cfg)
     conditional = cfg.kind == "cgan"
     batch_arrays = {"x": images, "y": labels.astype(np.int32)} if conditional else {"x": images}
     get_batch, steps_per_epoch = loop.array_batches(batch_arrays, cfg.batch_size, cfg.seed)
+    # may_change only when asked (the store refuses any other difference, naming the keys)
+    may_change = {"may_change": ("gan.lr_d", "gan.lr_g")} if opts.allow_lr_change else {}
     store = checkpoint.CheckpointStore(
         out / "checkpoints",
         fingerprint={"gan": cfg.fingerprint(), "dataset": opts.dataset, "smoke": opts.smoke},
-        keep=3,
+        keep=3, **may_change,
     )
+    try:
+        complete = _check_existing(store, lambda: steps.build(cfg)[1], opts, cfg, steps_per_epoch * cfg.epochs,
+                                   steps_per_epoch)
+    except BaseException:
+        store.close()
+        raise
+    if complete is not None:
+        store.close()
+        return complete
+    parts, init_state = steps.build(cfg)
+    print(f"{cfg.kind}: {description}; {len(images)} training images; output {out}" + ("" if is_real else " -- NOT MNIST"))
+    sample = steps.make_sampler(parts)
+    fixed = fixed_latents(cfg)
     (out / "samples").mkdir(parents=True, exist_ok=True)
 
     def grid_hook(steps_done: int, state: Any, history: dict) -> None:
@@ -212,6 +264,7 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
             metadata={"config": dataclasses.asdict(cfg), "dataset": opts.dataset, "name": name},
             on_divergence="return", progress=opts.progress, desc=name or cfg.kind,
         )
+        has_checkpoint = store.latest_step() is not None
     finally:
         store.close()
     summary: dict[str, Any] = {
@@ -232,7 +285,10 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
         "steps_per_s": (round((result.steps_run - 1) / (result.seconds - result.first_step_seconds), 3)
                         if result.steps_run > 1 and result.seconds > result.first_step_seconds else None),
         "out": str(out),
+        "changes": list(getattr(result, "changes", [])),  # learning rates changed on resume, with their step
     }
+    if opts.smoke:
+        summary["note"] = smoke_note(cfg.kind)
     hist = result.history
     for k in ("loss_d", "loss_g", "d_real", "d_fake"):
         if k in hist and len(hist[k]):
@@ -266,8 +322,8 @@ def train(cfg: steps.GanConfig, opts: RunOptions, *, name: str = "") -> dict:
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if result.diverged and opts.on_divergence == "raise":
         raise loop.TrainingDiverged(
-            f"{result.message}. Figures so far are in {out}; resume with --resume from the last good checkpoint "
-            "or lower the learning rates", result)
+            f"{result.message}. Figures so far are in {out}; "
+            + _divergence_advice(cfg, result.message, has_checkpoint), result)
     return summary
 
 

@@ -28,65 +28,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rdfia_jax.errors import RdfiaError
 from rdfia_jax.gan import models
+from rdfia_jax.gan.config import KINDS, GanConfig  # noqa: F401 (the config lives beside the run options)
 from rdfia_jax.train.loop import apply_optimizer
 from rdfia_jax import xla
-
-KINDS = ("gan", "cgan")
-
-
-@dataclasses.dataclass(frozen=True)
-class GanConfig:
-    """Hyper-parameters of one GAN run (defaults = the practical's).
-
-    Attributes:
-      kind: "gan" (DCGAN) or "cgan" (conditional DCGAN).
-      nz: latent size.
-      ngf: generator width (DCGAN only; the cDCGAN's widths are fixed).
-      ndf: discriminator width (DCGAN only).
-      lr_d, lr_g: Adam learning rates.
-      beta1, beta2: Adam betas.
-      batch_size: images per step.
-      epochs: passes over the training set.
-      seed: model-initialization, z and data-order seed.
-    """
-
-    kind: str = "gan"
-    nz: int = 100
-    ngf: int = 32
-    ndf: int = 32
-    lr_d: float = 2e-4
-    lr_g: float = 5e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    batch_size: int = 128
-    epochs: int = 5
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise RdfiaError(f"unknown GAN kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        for name in ("nz", "ngf", "ndf", "batch_size", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise RdfiaError(f"--{name.replace('_', '-')} {value!r}: must be a positive integer")
-        for name in ("lr_d", "lr_g"):
-            if not getattr(self, name) > 0:
-                raise RdfiaError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be positive")
-
-    def fingerprint(self) -> dict:
-        """What a checkpoint must match to be resumed (all but ``epochs``, which a resume may extend)."""
-        d = dataclasses.asdict(self)
-        d.pop("epochs")
-        if self.kind == "cgan":  # fixed widths
-            d.pop("ngf")
-            d.pop("ndf")
-        return d
-
-    def replace(self, **changes) -> "GanConfig":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclasses.dataclass(frozen=True)
 class GanParts:
@@ -103,22 +48,26 @@ def _adam(lr: float, cfg: GanConfig):
     return optax.adam(lr, b1=cfg.beta1, b2=cfg.beta2, eps=1e-8)
 
 
-def build(cfg: GanConfig, *, smooth: bool = False) -> tuple[GanParts, dict]:
+def build(cfg: GanConfig, *, smooth: bool = False, conv_t_impl: str = "auto",
+          conv_impl: str = "auto") -> tuple[GanParts, dict]:
     """Create the networks and the initial training state.
 
     Args:
       cfg: the run's configuration.
       smooth: smooth activations (gradient checks only).
+      conv_t_impl, conv_impl: the generator's / discriminator's convolution formulations
+        (:data:`rdfia_jax.gan.ops.CONV_T_IMPLS` / :data:`~rdfia_jax.gan.ops.CONV_IMPLS`; tests and
+        benchmarks), held by the networks' graph definitions.
     Returns:
       ``(parts, state)``.
     """
     rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.key(cfg.seed), 0))
     if cfg.kind == "gan":
-        g = models.Generator(cfg.nz, cfg.ngf, rngs=rngs, smooth=smooth)
-        d = models.Discriminator(cfg.ndf, rngs=rngs, smooth=smooth)
+        g = models.Generator(cfg.nz, cfg.ngf, rngs=rngs, smooth=smooth, conv_t_impl=conv_t_impl)
+        d = models.Discriminator(cfg.ndf, rngs=rngs, smooth=smooth, conv_impl=conv_impl)
     else:
-        g = models.CondGenerator(cfg.nz, rngs=rngs, smooth=smooth)
-        d = models.CondDiscriminator(rngs=rngs, smooth=smooth)
+        g = models.CondGenerator(cfg.nz, rngs=rngs, smooth=smooth, conv_t_impl=conv_t_impl)
+        d = models.CondDiscriminator(rngs=rngs, smooth=smooth, conv_impl=conv_impl)
     g_def, g_params, g_stats = nnx.split(g, nnx.Param, nnx.BatchStat)
     d_def, d_params, d_stats = nnx.split(d, nnx.Param, nnx.BatchStat)
     tx_g, tx_d = _adam(cfg.lr_g, cfg), _adam(cfg.lr_d, cfg)
@@ -161,12 +110,15 @@ def one_hot(labels: jax.Array) -> jax.Array:
     return jax.nn.one_hot(labels, models.NUM_CLASSES, dtype=jnp.float32)
 
 
-def make_train_step(parts: GanParts, trace_counter: list | None = None) -> Callable:
+TRACE_NAME = "gan_train_step"
+
+
+def make_train_step(parts: GanParts, traces: xla.TraceCounter | None = None) -> Callable:
     """The pure training step ``step(state, batch, step_index) -> (state, metrics)``.
 
     Args:
       parts: from :func:`build`.
-      trace_counter: if given, a list appended to each time the step is traced (tests).
+      traces: if given, counts the step's traces under :data:`TRACE_NAME` (retrace checks).
     Returns:
       The (un-jitted) step; ``batch`` is ``{"x": uint8 (B, 32, 32, 1)}`` plus ``"y"`` int labels
       for the cGAN. Metrics: ``loss_d``, ``loss_g``, ``d_real`` (mean D(x)), ``d_fake`` (mean
@@ -176,8 +128,6 @@ def make_train_step(parts: GanParts, trace_counter: list | None = None) -> Calla
     conditional = cfg.kind == "cgan"
 
     def step(state, batch, step_index):
-        if trace_counter is not None:
-            trace_counter.append(1)
         x = images_from_uint8(batch["x"])
         y = one_hot(batch["y"]) if conditional else None
         z = jax.random.normal(jax.random.fold_in(state["key"], step_index), (x.shape[0], cfg.nz), jnp.float32)
@@ -225,7 +175,7 @@ def make_train_step(parts: GanParts, trace_counter: list | None = None) -> Calla
         }
         return new_state, metrics
 
-    return step
+    return step if traces is None else traces.wrap(step, TRACE_NAME)
 
 
 def make_sampler(parts: GanParts) -> Callable:

@@ -1,4 +1,5 @@
-"""Pooling layers with exactly torchvision's semantics, in NHWC."""
+"""Layers shared by several sections, in NHWC: torchvision's pooling semantics, 2x2 max-pool,
+space-to-depth and its inverse."""
 
 from __future__ import annotations
 
@@ -84,3 +85,10 @@ def space_to_depth(x: jax.Array) -> jax.Array:
     n, h2, w2, c = x.shape
     x = x.reshape(n, h2 // 2, 2, w2 // 2, 2, c)
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h2 // 2, w2 // 2, 4 * c)
+
+
+def depth_to_space(y: jax.Array, cout: int) -> jax.Array:
+    """(N, H, W, 4*cout) with channel (2a+b)*cout+o -> (N, 2H, 2W, cout) with pixel (2h+a, 2w+b)."""
+    n, h, w_, _ = y.shape
+    y = y.reshape(n, h, w_, 2, 2, cout)
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w_, cout)
