@@ -18,12 +18,14 @@ class S1Budget:
 
     Attributes:
       photos: "sklearn" (scikit-learn's two sample photographs, offline) or "val25" (imagenet_val_25).
+      predict: top-5 predictions and activation maps on the photos (VGG16 forward passes).
       transfer: run the 15 Scene transfer rows (needs the data; meaningful only with converted weights).
       per_class: 15 Scene images per class and split used (None = all).
       settings: rows of ``rdfia-jax transfer`` run (e.g. "relu7-resize", "relu7-crop", "relu6").
     """
 
     photos: str = "sklearn"
+    predict: bool = True
     transfer: bool = False
     per_class: int | None = None
     settings: tuple[str, ...] = ("relu7-resize",)
@@ -108,8 +110,8 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget(
-        "smoke", "internal test budget: every path, tiny sizes, numbers meaningless",
-        S1Budget(),
+        "smoke", "internal test budget: tiny sizes, numbers meaningless",
+        S1Budget(predict=False),
         S2Budget(n_images=16, fool_images=2, classvis_iters=4, classvis_seeds=1),
         S3Budget(source_only_epochs=1, dann_epochs=1, smoke=True),
         S4Budget(epochs=1, batch_size=32, score_samples=200, smoke=True),

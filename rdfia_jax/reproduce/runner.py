@@ -126,9 +126,11 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
     if prev and prev.get("status") == "ok" and prev.get("fingerprint") == fp:
         log(f"[reproduce] {name}: finished earlier with the same settings ({prev['wall_s']:.1f} s), reused")
         return prev
+    continuing = False
     if folder.exists():
         if resume and prev and prev.get("status") in ("running", "failed") and prev.get("fingerprint") == fp:
             log(f"[reproduce] {name}: continuing the interrupted run (--resume)")
+            continuing = True
         else:
             why = ("settings changed" if prev and prev.get("fingerprint") != fp else
                    f"previous state {prev.get('status') if prev else 'unknown'}")
@@ -142,7 +144,7 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
     log(f"[reproduce] {name}: started (budget {budget.name})")
     t0 = time.perf_counter()
     try:
-        record["result"] = adapter(section)(budget, SectionContext(folder, data_dir, resume))
+        record["result"] = adapter(section)(budget, SectionContext(folder, data_dir, continuing))
         record["status"] = "ok"
     except KeyboardInterrupt:
         record.update(status="running", error="interrupted", wall_s=round(time.perf_counter() - t0, 2))

@@ -71,6 +71,9 @@ def run(budget, ctx) -> dict:
     atomic_write_bytes(out / "vgg16_summary.txt", format_summary("vgg16", rows, total).encode())
     res.figure("Figure 1", "VGG16 parameters layer by layer (`rdfia-jax summary vgg16`)", out / "vgg16_summary.txt",
                out, kind="text")
+    if not b.predict:
+        res.notes.append("predictions and activation maps (Figures 2-10) not run at this budget")
+        return res.to_dict()
     try:
         net, rnd = load_network("vgg16"), False
     except RdfiaError as err:
