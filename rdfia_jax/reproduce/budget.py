@@ -141,6 +141,15 @@ BUDGETS = {
                  extra_runs=("target-only", "dann-no-grl", "dann-positive", "dann-const-1", "dann-const-0.1")),
         S4Budget(dataset="mnist", epochs=5, batch_size=128, score_samples=10_000, cgan_epochs=5, sweeps=True)),
 }
+BUDGETS["quick-smoke"] = Budget(
+    "quick-smoke", "internal check of the quick budget's paths: its real data (MNIST, MNIST-M, imagenet_val_25, "
+    "15 Scene) at smoke sizes, numbers meaningless",
+    dataclasses.replace(BUDGETS["quick"].s1, per_class=2),
+    S2Budget(dataset="mnist", n_images=16, fool_images=2, classvis_iters=4, classvis_seeds=1, imagenet=True,
+             imagenet_iters=4),
+    S3Budget(dataset_pair="mnist", source_only_epochs=1, dann_epochs=1, smoke=True),
+    S4Budget(dataset="mnist", epochs=1, batch_size=32, score_samples=200, smoke=True),
+    internal=True)
 PUBLIC_BUDGETS = tuple(k for k, b in BUDGETS.items() if not b.internal)
 
 
