@@ -104,8 +104,10 @@ def summary_rows(records: dict) -> list[dict]:
                   "differs": sum(r["status"].startswith("differs") for r in rows),
                   "other": sum(not r["status"].startswith((REPRODUCED, "differs")) for r in rows)}
         status = rec.get("status", "pending") if rec else "pending"
+        load = (rec or {}).get("load_avg")
         out.append({"section": s, "title": title, "status": status,
                     "wall_s": rec.get("wall_s", 0.0) if rec else 0.0, **counts,
+                    "load": " / ".join(f"{v:.1f}" for v in load) if load else "—",
                     "error": (rec or {}).get("error") or ""})
     return out
 
@@ -156,9 +158,10 @@ def build_markdown(budget, records: dict, env: dict) -> str:
             L.append(f"[{f['path']}]({path})" if f["kind"] == "text" else f"![{_md_escape(f['caption'])}]({path})")
     L += ["", "## Environment", "", "| | |", "| --- | --- |"]
     L += [f"| {k} | {_md_escape(v)} |" for k, v in env.items()]
-    L += ["", "## Time per section", "", "| section | status | wall time (s) |", "| --- | --- | --- |"]
+    L += ["", "## Time per section", "", "| section | status | wall time (s) | load average at its end (1/5/15 min) |",
+          "| --- | --- | --- | --- |"]
     for r in summary_rows(records):
-        L.append(f"| {r['section']} | {r['status']} | {r['wall_s']:.1f} |")
+        L.append(f"| {r['section']} | {r['status']} | {r['wall_s']:.1f} | {r['load']} |")
     return "\n".join(L) + "\n"
 
 
@@ -227,8 +230,10 @@ def build_html(out: Path, budget, records: dict, env: dict) -> str:
                 H.append(f"<figure>{cap}<img alt='{e(f['caption'])}' src='data:image/png;base64,{data}'></figure>")
     H.append("<h2>Environment</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
                                                      for k, v in env.items()) + "</table>")
-    H.append("<h2>Time per section</h2><table><tr><th>section</th><th>status</th><th>wall time (s)</th></tr>"
-             + "".join(f"<tr><td>{r['section']}</td><td>{e(r['status'])}</td><td>{r['wall_s']:.1f}</td></tr>"
+    H.append("<h2>Time per section</h2><table><tr><th>section</th><th>status</th><th>wall time (s)</th>"
+             "<th>load average at its end (1/5/15 min)</th></tr>"
+             + "".join(f"<tr><td>{r['section']}</td><td>{e(r['status'])}</td><td>{r['wall_s']:.1f}</td>"
+                       f"<td>{r['load']}</td></tr>"
                        for r in summary_rows(records)) + "</table></body></html>")
     return "\n".join(H) + "\n"
 

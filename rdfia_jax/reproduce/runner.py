@@ -22,6 +22,7 @@ import dataclasses
 import datetime
 import importlib
 import json
+import os
 import shutil
 import time
 import traceback
@@ -156,6 +157,7 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
         record["traceback"] = traceback.format_exc()
     record["wall_s"] = round(time.perf_counter() - t0, 2)
     record["finished"] = _now()
+    record["load_avg"] = [round(v, 2) for v in os.getloadavg()]  # 1/5/15 min: contention during the section
     _write_json(folder / "section.json", record)
     log(f"[reproduce] {name}: {record['status']} in {record['wall_s']:.1f} s"
         + (f" -- {record['error']}" if record["error"] else ""))
