@@ -240,6 +240,20 @@ def test_interrupted_section_restarts_or_resumes_and_partial_report(tmp_path, fa
     assert calls == [(3, False)] and not (out / "section3" / "checkpoint").exists()
 
 
+def test_changed_settings_rerun_the_section_and_say_what_changed(tmp_path, fake_sections):
+    _, calls = fake_sections
+    out = tmp_path / "rep"
+    runner.reproduce("smoke", (3,), out=out, log=_quiet)
+    rec = json.loads((out / "section3" / "section.json").read_text())
+    rec["fingerprint"]["settings"]["dann_epochs"] = 7
+    (out / "section3" / "section.json").write_text(json.dumps(rec))
+    lines: list[str] = []
+    calls.clear()
+    runner.reproduce("smoke", (3,), out=out, log=lines.append)
+    assert calls == [(3, False)]
+    assert any("settings changed: settings.dann_epochs 7 -> 1" in ln for ln in lines), lines
+
+
 def test_sections_option_reports_the_others_as_skipped_or_reused(tmp_path, fake_sections):
     _, calls = fake_sections
     out = tmp_path / "rep"

@@ -83,6 +83,19 @@ def fingerprint(budget: budgets.Budget, section: int, data_dir: str | None) -> d
     return json.loads(json.dumps(fp))  # tuples -> lists, as read back from section.json
 
 
+def _changes(old: dict, new: dict, prefix: str = "") -> str:
+    """Dotted keys that differ between two fingerprints, with old -> new values."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _changes(a, b, f"{prefix}{k}.")
+            out += [sub] if sub else []
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} -> {b!r}")
+    return ", ".join(out)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -133,7 +146,8 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
             log(f"[reproduce] {name}: continuing the interrupted run (--resume)")
             continuing = True
         else:
-            why = ("settings changed" if prev and prev.get("fingerprint") != fp else
+            why = (f"settings changed: {_changes(prev.get('fingerprint') or {}, fp)}"
+                   if prev and prev.get("fingerprint") != fp else
                    f"previous state {prev.get('status') if prev else 'unknown'}")
             log(f"[reproduce] {name}: starting again from scratch ({why}; its old outputs are removed)")
             shutil.rmtree(folder)
