@@ -96,10 +96,12 @@ def run(budget, ctx) -> dict:
         res.figure(fig, f"activation maps after {layer} for {sources[0]} ({tag})", path, out)
     if not b.transfer:
         res.notes.append("15 Scene transfer (section 1.2) not run at this budget")
-    elif rnd:
-        res.notes.append("15 Scene transfer (section 1.2) not run: it needs the converted VGG16 weights")
     else:
-        argv = ["transfer", "--out", out / "transfer", "--rows", *b.settings, "--C", "1"]
+        argv = ["transfer", "--out", out / "transfer", "--rows", *b.settings]
+        if "c-sweep" not in b.settings:
+            argv += ["--C", "1"]  # the practical's C; the sweep row needs the command's four values
+        if rnd:  # the pipeline still runs end to end; every row is marked as meaningless
+            argv.append("--random-weights")
         if ctx.data_dir:
             argv += ["--data", ctx.data_dir]
         if b.per_class:
@@ -109,6 +111,8 @@ def run(budget, ctx) -> dict:
         n = f"{b.per_class} images per class per split" if b.per_class else "all images"
         for row, key in _TRANSFER_KEYS.items():
             if row in rows_json and rows_json[row].get("accuracy") is not None:
-                res.measure(key, rows_json[row]["accuracy"], note=n)
-        res.notes.append(f"15 Scene transfer rows {', '.join(b.settings)} on {n}")
+                res.measure(key, rows_json[row]["accuracy"], random_weights=rnd, note=n)
+        res.notes.append(f"15 Scene transfer rows {', '.join(b.settings)} on {n}" + (f" ({tag})" if rnd else ""))
+        for png in sorted((out / "transfer").glob("*.png")):
+            res.figure("Figure 11" if "head" in png.stem else "(extra)", f"transfer: {png.stem}", png, out)
     return res.to_dict()
