@@ -311,7 +311,7 @@ def test_smoke_budget_end_to_end(smoke_run):
     # a rerun reuses every section and rebuilds the report
     lines: list[str] = []
     res = runner.reproduce("smoke", (1, 2, 3, 4), out=out, log=lines.append)
-    assert sum("reused" in ln for ln in lines) == 4 and res["wall_s"] < 30
+    assert sum("reused" in ln for ln in lines) == 4 and res["wall_s"] < 60
 
 
 # ----------------------------------------------------------------------------- headless browser
