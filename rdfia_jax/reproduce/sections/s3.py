@@ -33,6 +33,8 @@ def run(budget, ctx) -> dict:
     res.notes.append("data: MNIST -> MNIST-M (MNIST-M built from BSDS500, seeded)" if mnist else
                      "data: the embedded scikit-learn digits -> digits_m (digits on random photo crops), NOT MNIST; "
                      "the MNIST reference rows are not comparable and stay 'not run at this budget'")
+    if b.smoke:
+        res.notes.append("smoke run (the dann command's --smoke: small subsets): numbers meaningless")
     common = ["--dataset-pair", b.dataset_pair, "--out", out]
     if ctx.data_dir:
         common += ["--data-dir", ctx.data_dir]

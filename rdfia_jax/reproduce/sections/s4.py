@@ -38,6 +38,8 @@ def run(budget, ctx) -> dict:
     real = b.dataset == "mnist"
     res.notes.append("data: MNIST train (60,000)" if real else
                      "data: the embedded scikit-learn digits (1,438 training images, 8x8 upsampled), NOT MNIST")
+    if b.smoke:
+        res.notes.append("smoke run (the gan command's --smoke: 256 images, 1 epoch): numbers meaningless")
     steps_per_epoch = max(1, (256 if b.smoke else (60_000 if real else 1438)) // (32 if b.smoke else b.batch_size))
     every = max(1, steps_per_epoch * b.epochs // 4)
     cli(["gan", "--out", out / "dcgan", "--epochs", b.epochs, "--batch-size", b.batch_size,
