@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "rdfia_jax.commands.attack",    # attack
     "rdfia_jax.commands.dann",      # dann
     "rdfia_jax.commands.gan",       # gan, cgan
+    "rdfia_jax.commands.reproduce",  # reproduce
 )
 
 
