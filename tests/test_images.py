@@ -151,12 +151,10 @@ def test_rgba_la_and_cmyk(tmp_path):
 
 
 def test_one_extension_list():
-    from rdfia_jax import images
     from rdfia_jax.data.datasets import scene15
     from rdfia_jax.transfer import pipeline
     from rdfia_jax.weights import evaluate
 
-    assert images.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
     assert scene15.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS and pipeline.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
     assert evaluate.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rdfia_jax.models.layers import depth_to_space, space_to_depth  # noqa: F401 (re-exported)
+from rdfia_jax.models.layers import depth_to_space, space_to_depth
 
 _DN = ("NHWC", "HWIO", "NHWC")
 

@@ -14,7 +14,8 @@ _TRANSFER_KEYS = {"relu7-resize": "s1.relu7_resize", "relu7-crop": "s1.relu7_cro
 
 def _photos(b, ctx) -> tuple[np.ndarray, list[str]]:
     """(N, 224, 224, 3) uint8 photos and their names: scikit-learn's two, or imagenet_val_25's first five."""
-    from rdfia_jax.images import array_to_image, resize_image
+    from rdfia_jax.data.decode import array_to_image
+    from rdfia_jax.data.transforms import resize_image
 
     if b.photos == "val25":
         from rdfia_jax import paths
