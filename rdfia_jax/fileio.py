@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: nothing half-written is ever left at the final path."""
+"""Atomic file and directory writes (nothing half-written is ever left at the final path), and the
+one check that an output folder can be created and written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from rdfia_jax.errors import RdfiaError
 
 
 def _umask() -> int:
@@ -75,3 +78,43 @@ def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and delete a file in ``folder`` (OSError when that is impossible): permission bits do
+    not tell the truth for root or on read-only mounts."""
+    fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=folder)
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out", *, fix: str | None = None) -> Path:
+    """Refuse, before any work, a folder that cannot be created or written: the one such check.
+
+    Nothing is left behind: ``path`` must not be an existing file, and the nearest existing folder
+    (``path`` itself or its nearest existing ancestor) must accept a file, written and deleted there.
+
+    Args:
+      path: the folder.
+      what: how messages name it ("WHAT PATH: reason"), e.g. "--out" or "--cache-dir".
+      fix: what the user should do (default "choose another WHAT").
+    Returns:
+      ``path`` as an expanded :class:`Path`.
+    Raises:
+      RdfiaError: naming ``what``, the path, the reason and the fix.
+    """
+    out = Path(path).expanduser()
+    fix = fix or f"choose another {what}"
+    if out.exists() and not out.is_dir():
+        raise RdfiaError(f"{what} {out}: is an existing file, not a folder; {fix}")
+    existing = out
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RdfiaError(f"{what} {out}: cannot be created, {existing} is a file; {fix}")
+    try:
+        _probe_write(existing)
+    except OSError as err:
+        where = "" if existing == out else f" (cannot write in its nearest existing folder {existing})"
+        raise RdfiaError(f"{what} {out}: not writable{where}: {err.strerror or err}; {fix}") from None
+    return out

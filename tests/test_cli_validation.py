@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rdfia_jax.cli import main
+from rdfia_jax import fileio
 from rdfia_jax.commands import common
 from rdfia_jax.errors import RdfiaError
 
@@ -122,12 +123,12 @@ def test_read_only_out_is_refused_before_any_model_load(tmp_path, image, capsys,
         if can_write:
             def refuse(folder):
                 raise PermissionError(13, "Permission denied")
-            monkeypatch.setattr(common, "_probe_write", refuse)
+            monkeypatch.setattr(fileio, "_probe_write", refuse)
         argv = ["activations", "squeezenet1_1", "--random-weights", "--layer", "relu1", "--out", locked / "maps",
                 image]
         err = _error(argv, capsys)
-        assert f"--out {locked / 'maps'}: cannot write there" in err and "Permission denied" in err
-        assert f"nearest existing folder {locked} is not writable" in err
+        assert f"--out {locked / 'maps'}: not writable" in err and "Permission denied" in err
+        assert f"cannot write in its nearest existing folder {locked}" in err and "choose another --out" in err
         assert not (locked / "maps").exists()
     finally:
         locked.chmod(0o755)
@@ -190,13 +191,13 @@ def test_type_functions():
             parse(text)
 
 
-def test_check_output_dir_creates_nothing(tmp_path):
+def test_check_writable_dir_creates_nothing(tmp_path):
     target = tmp_path / "a" / "b"
-    assert common.check_output_dir(target) == target
+    assert fileio.check_writable_dir(target) == target
     assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
     (tmp_path / "f").write_text("")
     with pytest.raises(RdfiaError, match="--cache-dir .*is an existing file"):
-        common.check_output_dir(tmp_path / "f", "--cache-dir")
+        fileio.check_writable_dir(tmp_path / "f", "--cache-dir")
 
 
 def test_target_counts_and_missing_labels_are_refused_before_any_model_load(tmp_path, image, capsys,

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rdfia_jax import xla
+from rdfia_jax import fileio, xla
 from rdfia_jax.dann import catalogue, config as dconfig, report, runs
 from rdfia_jax.dann import steps as dsteps
 from rdfia_jax.dann.config import DannConfig
@@ -577,12 +577,18 @@ def test_cli_validates_every_argument_before_any_work(tmp_path, capsys, monkeypa
     assert not out.exists()
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    assert "is a file" in _cli_error(capsys, ["dann", "dann", "--out", str(a_file)])
+    assert "is an existing file, not a folder" in _cli_error(capsys, ["dann", "dann", "--out", str(a_file)])
     assert "is a file" in _cli_error(capsys, ["dann", "dann", "--out", str(a_file / "sub")])
     read_only = tmp_path / "ro"
     read_only.mkdir()
-    real_access = runs.os.access
-    monkeypatch.setattr(runs.os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    real_probe = fileio._probe_write
+
+    def probe(folder):  # root ignores permission bits: simulate the read-only folder
+        if Path(folder) == read_only:
+            raise PermissionError(13, "Permission denied")
+        real_probe(folder)
+
+    monkeypatch.setattr(fileio, "_probe_write", probe)
     assert "not writable" in _cli_error(capsys, ["dann", "dann", "--out", str(read_only / "x")])
 
 

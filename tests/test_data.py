@@ -543,7 +543,8 @@ def test_cli_data_prepare_refuses_an_unwritable_data_folder(tmp_path, capsys, mo
     monkeypatch.setattr(data, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
     assert main(["data", "prepare", "digits"]) == 2
     err = capsys.readouterr().err
-    assert "cannot write prepared data" in err and "RDFIA_JAX_DATA" in err and "Traceback" not in err
+    assert "prepared-data folder" in err and f"cannot be created, {tmp_path / 'file'} is a file" in err
+    assert "RDFIA_JAX_DATA" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- download (local server)

@@ -77,7 +77,7 @@ def test_unwritable_outputs_refused_before_any_work(tmp_path, capsys, no_work):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     cases = [
-        (["--out", str(a_file)], f"--out {a_file}: is a file, not a folder"),
+        (["--out", str(a_file)], f"--out {a_file}: is an existing file, not a folder"),
         (["--out", str(a_file / "sub")], f"cannot be created, {a_file} is a file"),
         (["--out", str(tmp_path / "o"), "--samples", "3", "--samples-out", str(a_file / "s.npz")],
          "--samples-out"),

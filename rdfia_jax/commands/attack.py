@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 SMALL_MODEL = "mnist-small"
 MODEL_CHOICES = (SMALL_MODEL, "squeezenet1_1", "vgg16", "alexnet")
@@ -88,23 +87,6 @@ def _check_finite(value, option: str, *, low: float, strict: bool) -> None:
         raise RdfiaError(f"{option} must be a finite number {rule}, got {value}")
 
 
-def _check_out_dir(out: Path) -> None:
-    """Refuse an output folder that cannot be created or written, before any work (nothing is created)."""
-    if out.exists() and not out.is_dir():
-        raise RdfiaError(f"--out {out}: is an existing file, not a folder")
-    existing = out
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=existing)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as err:
-        raise RdfiaError(f"--out {out}: cannot write there ({err.strerror or err}); choose another --out") from None
-
-
 def _parse_curve_eps(spec: str | None) -> list[float] | None:
     if not spec:
         return None
@@ -138,7 +120,7 @@ def _check_args(args) -> None:
             raise RdfiaError(f"--images {item}: no such file or folder")
     if args.weights is not None and not Path(args.weights).is_file():
         raise RdfiaError(f"--weights {args.weights}: no such file")
-    _check_out_dir(Path(args.out))
+    check_writable_dir(args.out)
 
 
 def _load_setup(args):

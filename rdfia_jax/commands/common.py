@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,46 +67,6 @@ def finite_float(*, positive: bool = False, non_negative: bool = False,
 
 positive_float = finite_float(positive=True)
 non_negative_float = finite_float(non_negative=True)
-
-
-# ----------------------------------------------------------------------------- output folders
-
-
-def _probe_write(folder: Path) -> None:
-    """Create and delete a file in ``folder`` (raises OSError when that is impossible)."""
-    fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=folder)
-    os.close(fd)
-    os.unlink(name)
-
-
-def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
-    """Refuse, before any work, an output folder that cannot be created or written.
-
-    Nothing is created: the nearest existing ancestor must be a writable folder (checked by writing
-    and deleting a file there), and ``path`` itself must not be an existing file.
-
-    Returns:
-      ``path`` as a :class:`Path`.
-    Raises:
-      RdfiaError: naming the option, the path and the reason.
-    """
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise RdfiaError(f"{option} {out}: is an existing file, not a folder; give a folder path")
-    existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RdfiaError(f"{option} {out}: cannot be created, {existing} is a file")
-    try:
-        _probe_write(existing)
-    except OSError as err:
-        where = "" if existing == out else f" (its nearest existing folder {existing} is not writable)"
-        raise RdfiaError(f"{option} {out}: cannot write there{where}: {err.strerror or err}; "
-                         f"choose another {option}") from None
-    return out
 
 
 # ----------------------------------------------------------------------------- models

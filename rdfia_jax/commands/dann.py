@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -89,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
                         bsds_dir=args.bsds_dir)
     if args.bsds_dir is not None and args.dataset_pair != "mnist":
         raise RdfiaError(f"--bsds-dir is for MNIST-M (--dataset-pair mnist), not --dataset-pair {args.dataset_pair}")
-    runs.check_output_dir(args.out)
+    check_writable_dir(args.out)
     records = runs.run_many(names, seeds, config, out=args.out, resume=args.resume, figures=not args.no_figures)
     for r in records:
         print(f"{r['run']:>15} seed {r['seed']}: {r['source']} {r['source_acc']:.4f}  "

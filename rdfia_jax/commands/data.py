@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 _WHERE = {
     "mnist": "raw: DIR/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (official files, checksum-verified)",
@@ -57,9 +58,13 @@ def _check_args(args: argparse.Namespace) -> None:
     for option, value in folders:  # (15 Scene's --data-dir may be its zip file)
         if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
             raise RdfiaError(f"{option} {value} is a file, not a folder")
-    store.check_writable()
+    fix = "set RDFIA_JAX_DATA to a writable folder"
+    check_writable_dir(store.prepared_root(), "prepared-data folder", fix=fix)
     if args.download:
-        store.check_writable(Path(args.data_dir).expanduser() if args.data_dir else paths.data_dir())
+        if args.data_dir:
+            check_writable_dir(args.data_dir, "--data-dir")
+        else:
+            check_writable_dir(paths.data_dir(), "data folder", fix=fix)
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from rdfia_jax.commands import common
 from rdfia_jax.commands.common import add_image_options, add_model_options, load_inputs, load_network, \
     positive_int
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +94,7 @@ def _activations(args):
     for layer in args.layer:
         if layer not in names:
             raise RdfiaError(f"unknown layer {layer!r} for model {args.model!r}; available layers: {', '.join(names)}")
-    common.check_output_dir(args.out)
+    check_writable_dir(args.out)
     network = load_network(args)
     images, sources = load_inputs(args)
     common.print_random_weights_banner(network)

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from rdfia_jax.commands.common import check_output_dir, finite_float, int_at_least, positive_float, positive_int, \
+from rdfia_jax.commands.common import finite_float, int_at_least, positive_float, positive_int, \
     random_weights_note, seed_int
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 SMOKE_PER_CLASS = 2
 
@@ -87,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise RdfiaError("--weights and --random-weights exclude each other")
     per_class = SMOKE_PER_CLASS if args.smoke and args.per_class is None else args.per_class
     weights = parse_weights(args.weights)
-    check_output_dir(args.out)
+    check_writable_dir(args.out)
     if args.cache_dir and not args.no_cache:
-        check_output_dir(args.cache_dir, "--cache-dir")
+        check_writable_dir(args.cache_dir, "--cache-dir")
     if args.random_weights:
         print(random_weights_note(["vgg16", "alexnet"]), file=sys.stderr)
     settings = Settings(

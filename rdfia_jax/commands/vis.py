@@ -21,6 +21,7 @@ from rdfia_jax.commands import common
 from rdfia_jax.commands.common import Inputs, non_negative_float, non_negative_int, positive_float, positive_int, \
     seed_int
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 SMALL = "mnist-small"
 # The project's small CNN, by the digits it is trained on ("digits": embedded, needs no download).
@@ -75,7 +76,7 @@ def preflight(args, *, targets=None, layer: str | None = None, need_inputs: bool
             raise RdfiaError(f"{err}; the small CNNs are {', '.join(SMALL_MODELS)}") from None
     if _is_small(args) and args.weights:
         raise RdfiaError(f"--weights does not apply to {args.model} (it is trained and cached automatically)")
-    common.check_output_dir(args.out)
+    check_writable_dir(args.out)
     common.check_indices_syntax(args.indices)
     if args.images:
         common.check_image_paths(args.images)
@@ -369,7 +370,7 @@ def _visualize(args) -> int:
 
     experiments = [e for name in (args.experiments or ["all"])
                    for e in (section.EXPERIMENTS if name == "all" else [name])]
-    settings = section.Settings(out=common.check_output_dir(args.out), random_weights=args.random_weights,
+    settings = section.Settings(out=check_writable_dir(args.out), random_weights=args.random_weights,
                                 seed=args.seed, data_dir=args.data_dir, models=tuple(dict.fromkeys(args.models)),
                                 start_index=args.start_index, start_target=args.start_target, quick=args.quick,
                                 proof_dataset=args.proof_dataset)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,27 +29,12 @@ from rdfia_jax.dann.catalogue import RUN_NAMES, RUNS, get_spec  # noqa: F401  (r
 from rdfia_jax.dann.config import DannConfig, RunPlan, check_seed, plan_run
 from rdfia_jax.dann.domains import Domains, Subset, check_domains, image_statistics, load_domains  # noqa: F401
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.fileio import atomic_write_bytes
+from rdfia_jax.fileio import atomic_write_bytes, check_writable_dir
 
 SMOKE_TSNE = 150
 TSNE_PER_DOMAIN = 1000
 EVAL_SUBSET = 2000  # per-epoch evaluation curves use this many test images per domain
 EVALS_FILE = "evals.json"
-
-
-def check_output_dir(out) -> Path:
-    """``out`` as a Path if it is (or can be created as) a writable folder; RdfiaError otherwise."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise RdfiaError(f"--out {out}: is a file, not a folder; choose another --out")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RdfiaError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RdfiaError(f"--out {out}: {existing} is not writable; choose another --out")
-    return out
 
 
 def _tsne_indices(n: int, k: int, seed: int) -> np.ndarray:
@@ -312,7 +296,7 @@ def run_many(names: Sequence[str], seeds: Sequence[int], config: DannConfig = Da
         raise RdfiaError("give at least one seed, e.g. 0 or 0,1,2")
     for s in seeds:
         check_seed(s)
-    check_output_dir(out)
+    check_writable_dir(out)
     if domains is None:
         domains = load_domains(config.dataset_pair, data_dir=config.data_dir, smoke=config.smoke,
                                bsds_dir=config.bsds_dir)

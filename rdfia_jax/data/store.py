@@ -58,31 +58,6 @@ def prepared_root() -> Path:
     return paths.data_dir() / "prepared"
 
 
-def check_writable(folder: Path | None = None) -> Path:
-    """Refuse, before any work, a prepared-data folder that cannot be created or written.
-
-    Nothing is created: the nearest existing ancestor must be a writable folder (a file is written
-    and deleted there). Raises RdfiaError naming the folder and how to change it.
-    """
-    import os
-    import tempfile
-
-    folder = Path(folder) if folder is not None else prepared_root()
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        fd, name = tempfile.mkstemp(prefix=".rdfia-write-check.", dir=existing)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as err:
-        raise RdfiaError(f"cannot write prepared data to {folder} ({err.strerror or err}); set RDFIA_JAX_DATA "
-                         "to a writable folder") from None
-    return folder
-
-
 def config_name(name: str, seed: int = 0) -> str:
     """tfds builder-config name of a dataset (seeded datasets get one config per seed)."""
     return f"{name}_seed{int(seed)}" if name in SEEDED else name

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from rdfia_jax.errors import RdfiaError
+from rdfia_jax.fileio import check_writable_dir
 
 KINDS = ("gan", "cgan")
 DATASETS = ("mnist", "digits")
@@ -147,31 +146,8 @@ class RunOptions:
         """RdfiaError unless ``out`` (and the folder of ``samples_out``) can be created and written."""
         check_writable_dir(self.out, "--out")
         if self.samples_out is not None:
-            check_writable_dir(Path(self.samples_out).parent, f"--samples-out {self.samples_out}: its folder")
-
-
-def check_writable_dir(path: str | Path, option: str) -> None:
-    """RdfiaError unless ``path`` is a folder we can write in, or one we can create.
-
-    Writes and removes a probe file (in ``path``, or in its nearest existing parent when ``path``
-    does not exist yet): permission bits do not tell the truth for root or on read-only mounts.
-    """
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise RdfiaError(f"{option} {path}: is a file, not a folder")
-    probe_dir = path
-    while not probe_dir.exists():
-        if probe_dir.parent == probe_dir:
-            break
-        probe_dir = probe_dir.parent
-    if probe_dir.exists() and not probe_dir.is_dir():
-        raise RdfiaError(f"{option} {path}: cannot be created, {probe_dir} is a file")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".rdfia-write-probe.", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise RdfiaError(f"{option} {path}: not writable ({err.strerror or err} in {probe_dir})") from None
+            check_writable_dir(Path(self.samples_out).parent, f"--samples-out {self.samples_out}: its folder",
+                               fix="choose another --samples-out")
 
 
 #: The report's GAN experiments (Figures 38-52): sweep name -> [(run name, changes to the base config)].
