@@ -114,6 +114,18 @@ def _read(source: str | os.PathLike | bytes, name: str | None) -> tuple[bytes, s
         raise RdfiaError(f"cannot read image {path}: {err.strerror or err}") from None
 
 
+def _decode_8bit(source: str | os.PathLike | bytes, name: str | None, exif: bool, max_pixels: int):
+    """Read and decode ``source`` to an 8-bit "L" or "RGB" Pillow image (see :func:`_to_8bit`);
+    RdfiaError naming ``name`` (default the path) when it cannot be read or decoded."""
+    data, name = _read(source, name)
+    with _open_checked(data, name, max_pixels) as img:
+        try:
+            img.load()
+            return _to_8bit(img, exif)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise RdfiaError(f"{name}: cannot decode this image ({err}); remove or replace the file") from None
+
+
 def open_image(source: str | os.PathLike | bytes, *, name: str | None = None, exif: bool = True,
                max_pixels: int = MAX_PIXELS):
     """Decode a file (or its bytes) to an 8-bit RGB Pillow image (EXIF-upright, 16-bit/float scaled).
@@ -122,13 +134,7 @@ def open_image(source: str | os.PathLike | bytes, *, name: str | None = None, ex
       RdfiaError: missing, unreadable or undecodable file, or more than ``max_pixels`` pixels
         (the message names ``name``, default the path).
     """
-    data, name = _read(source, name)
-    with _open_checked(data, name, max_pixels) as img:
-        try:
-            img.load()
-            out = _to_8bit(img, exif)
-        except (OSError, ValueError, SyntaxError) as err:
-            raise RdfiaError(f"{name}: cannot decode this image ({err}); remove or replace the file") from None
+    out = _decode_8bit(source, name, exif, max_pixels)
     return out.convert("RGB") if out.mode != "RGB" else out
 
 
@@ -136,13 +142,7 @@ def decode(source: str | os.PathLike | bytes, *, name: str | None = None, keep_g
            exif: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a file (or its bytes) to a uint8 array: HxWx3 RGB, or HxWx1 for a grayscale source
     when ``keep_gray`` (15 Scene stores its gray photos that way); ``exif=False`` for datasets."""
-    data, name = _read(source, name)
-    with _open_checked(data, name, max_pixels) as img:
-        try:
-            img.load()
-            out = _to_8bit(img, exif)
-        except (OSError, ValueError, SyntaxError) as err:
-            raise RdfiaError(f"{name}: cannot decode this image ({err}); remove or replace the file") from None
+    out = _decode_8bit(source, name, exif, max_pixels)
     if out.mode == "L":
         arr = np.asarray(out)[..., None]
         return np.ascontiguousarray(arr if keep_gray else np.repeat(arr, 3, axis=-1), dtype=np.uint8)
