@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from rdfia_jax.cli import main as cli_main
+from rdfia_jax.reproduce.sections.common import run_flags
 
 PARTS = ("dcgan", "sweeps", "cgan")
 
@@ -42,13 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"section4_gan: unknown part(s) {unknown}; choose among {', '.join(PARTS)}", file=sys.stderr)
         return 2
-    common = ["--dataset", args.dataset, "--seed", str(args.seed)]
-    if args.data_dir:
-        common += ["--data-dir", args.data_dir]
-    if args.smoke:
-        common.append("--smoke")
-    if args.resume:
-        common.append("--resume")
+    common = ["--dataset", args.dataset, "--seed", str(args.seed),
+              *run_flags(data_dir=args.data_dir, smoke=args.smoke, resume=args.resume)]
     status = 0
     if "dcgan" in parts:
         status |= cli_main(["gan", "--out", f"{args.out}/dcgan", *common])

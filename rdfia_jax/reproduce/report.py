@@ -116,6 +116,22 @@ def _md_escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+_REF_COLUMNS = ("quantity", "data", "report", "PyTorch practical", "measured", "check", "status", "source")
+
+
+def _ref_cells(row: dict) -> list[str]:
+    """One reference row's cells as both tables print them, in :data:`_REF_COLUMNS` order."""
+    ref = row["ref"]
+    meas = format_value(row["measured"], ref.fmt) + (f" ({row['note']})" if row["note"] else "")
+    return [ref.label, ref.data, format_value(ref.report, ref.fmt), format_value(ref.lab, ref.fmt), meas,
+            ref.describe_check(), row["status"], ref.source]
+
+
+def _extra_value(value) -> str:
+    """A measurement without reference value, as both tables print it."""
+    return str(value) if isinstance(value, str) or value is None else f"{value:.4g}"
+
+
 def build_markdown(budget, records: dict, env: dict) -> str:
     from rdfia_jax.reproduce.runner import SECTIONS
 
@@ -138,20 +154,15 @@ def build_markdown(budget, records: dict, env: dict) -> str:
         result = rec.get("result") or {}
         for note in result.get("notes", []):
             L += ["", f"- {_md_escape(note)}"]
-        L += ["", "| quantity | data | report | PyTorch practical | measured | check | status | source |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        L += ["", "| " + " | ".join(_REF_COLUMNS) + " |", "| " + " | ".join(["---"] * len(_REF_COLUMNS)) + " |"]
         for row in _section_rows(str(s), rec if rec else None):
-            ref = row["ref"]
-            meas = format_value(row["measured"], ref.fmt) + (f" ({row['note']})" if row["note"] else "")
-            L.append(f"| {_md_escape(ref.label)} | {ref.data} | {format_value(ref.report, ref.fmt)} | "
-                     f"{format_value(ref.lab, ref.fmt)} | {_md_escape(meas)} | {ref.describe_check()} | "
-                     f"{row['status']} | {_md_escape(ref.source)} |")
+            L.append("| " + " | ".join(map(_md_escape, _ref_cells(row))) + " |")
         if result.get("extra"):
             L += ["", "Other measurements (no reference value):", "", "| quantity | value | note |",
                   "| --- | --- | --- |"]
-            for e in result["extra"]:
-                v = e["value"] if isinstance(e["value"], str) or e["value"] is None else f"{e['value']:.4g}"
-                L.append(f"| {_md_escape(e['label'])} | {_md_escape(v)} | {_md_escape(e.get('note', ''))} |")
+            for x in result["extra"]:
+                L.append(f"| {_md_escape(x['label'])} | {_md_escape(_extra_value(x['value']))} | "
+                         f"{_md_escape(x.get('note', ''))} |")
         for f in result.get("figures", []):
             path = f"section{s}/{f['path']}"
             L += ["", f"**{f['report']}**: {f['caption']}", ""]
@@ -202,21 +213,19 @@ def build_html(out: Path, budget, records: dict, env: dict) -> str:
             H.append(f"<p class='bad'>Error: <code>{e(rec['error'])}</code></p>")
         if result.get("notes"):
             H.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in result["notes"]) + "</ul>")
-        H.append("<table><tr><th>quantity</th><th>data</th><th>report</th><th>PyTorch practical</th>"
-                 "<th>measured</th><th>check</th><th>status</th><th>source</th></tr>")
+        H.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in _REF_COLUMNS) + "</tr>")
+        status_col = _REF_COLUMNS.index("status")
         for row in _section_rows(str(s), rec if rec else None):
-            ref = row["ref"]
-            meas = format_value(row["measured"], ref.fmt) + (f" ({row['note']})" if row["note"] else "")
-            H.append(f"<tr><td>{e(ref.label)}</td><td>{e(ref.data)}</td><td>{e(format_value(ref.report, ref.fmt))}</td>"
-                     f"<td>{e(format_value(ref.lab, ref.fmt))}</td><td>{e(meas)}</td><td>{e(ref.describe_check())}</td>"
-                     f"<td class='{_cls(row['status'])}'>{e(row['status'])}</td><td>{e(ref.source)}</td></tr>")
+            tds = [f"<td>{e(c)}</td>" for c in _ref_cells(row)]
+            tds[status_col] = f"<td class='{_cls(row['status'])}'>{e(row['status'])}</td>"
+            H.append("<tr>" + "".join(tds) + "</tr>")
         H.append("</table>")
         if result.get("extra"):
             H.append("<p>Other measurements (no reference value):</p><table><tr><th>quantity</th><th>value</th>"
                      "<th>note</th></tr>")
             for x in result["extra"]:
-                v = x["value"] if isinstance(x["value"], str) or x["value"] is None else f"{x['value']:.4g}"
-                H.append(f"<tr><td>{e(x['label'])}</td><td>{e(str(v))}</td><td>{e(x.get('note', ''))}</td></tr>")
+                H.append(f"<tr><td>{e(x['label'])}</td><td>{e(_extra_value(x['value']))}</td>"
+                         f"<td>{e(x.get('note', ''))}</td></tr>")
             H.append("</table>")
         for f in result.get("figures", []):
             path = out / f"section{s}" / f["path"]

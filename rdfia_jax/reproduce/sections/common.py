@@ -20,6 +20,12 @@ def cli(argv: list[str]) -> None:
         raise RdfiaError(f"`rdfia-jax {' '.join(map(str, argv))}` exited with status {status}")
 
 
+def run_flags(*, data_dir, smoke: bool, resume: bool) -> list:
+    """The options every section's commands share: ``--data-dir`` (when given), ``--smoke``, ``--resume``."""
+    return (["--data-dir", data_dir] if data_dir else []) + (["--smoke"] if smoke else []) + \
+        (["--resume"] if resume else [])
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.reproduce.sections.common import SectionResult, cli, read_json
+from rdfia_jax.reproduce.sections.common import SectionResult, cli, read_json, run_flags
 
 _FIGS = {"source-only": ("Figures 33, 35", "without domain adaptation (source only)"),
          "dann": ("Figures 32, 36", "with domain adaptation (DANN, GRL factor -lambda(p))"),
@@ -35,13 +35,8 @@ def run(budget, ctx) -> dict:
                      "the MNIST reference rows are not comparable and stay 'not run at this budget'")
     if b.smoke:
         res.notes.append("smoke run (the dann command's --smoke: small subsets): numbers meaningless")
-    common = ["--dataset-pair", b.dataset_pair, "--out", out]
-    if ctx.data_dir:
-        common += ["--data-dir", ctx.data_dir]
-    if b.smoke:
-        common.append("--smoke")
-    if ctx.resume:
-        common.append("--resume")
+    common = ["--dataset-pair", b.dataset_pair, "--out", out,
+              *run_flags(data_dir=ctx.data_dir, smoke=b.smoke, resume=ctx.resume)]
     seeds = ",".join(map(str, b.seeds))
     plan = [("source-only", seeds, b.source_only_epochs), ("dann", seeds, b.dann_epochs)]
     plan += [(name, str(b.seeds[0]), None) for name in b.extra_runs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rdfia_jax.reproduce.sections.common import SectionResult, cli, read_json
+from rdfia_jax.reproduce.sections.common import SectionResult, cli, read_json, run_flags
 
 
 def _param_counts() -> dict[str, int]:
@@ -19,14 +19,8 @@ def _param_counts() -> dict[str, int]:
 
 
 def _common(b, ctx) -> list[str]:
-    argv = ["--dataset", b.dataset, "--score-samples", b.score_samples, "--seed", 0]
-    if ctx.data_dir:
-        argv += ["--data-dir", ctx.data_dir]
-    if b.smoke:
-        argv.append("--smoke")
-    if ctx.resume:
-        argv.append("--resume")
-    return argv
+    return ["--dataset", b.dataset, "--score-samples", b.score_samples, "--seed", 0,
+            *run_flags(data_dir=ctx.data_dir, smoke=b.smoke, resume=ctx.resume)]
 
 
 def run(budget, ctx) -> dict:
