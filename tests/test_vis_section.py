@@ -130,3 +130,12 @@ def test_visualize_proof_on_the_embedded_digits(tmp_path, monkeypatch, capsys):
     for name in ("mnist_saliency.png", "mnist_fooling.png", "mnist_classvis.png"):
         assert (out / name).stat().st_size > 1000
     assert "embedded digits (NOT MNIST)" in (out / "results.md").read_text()
+
+
+def test_proof_measurements_shared_with_reproduce():
+    maps = np.array([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], np.float32)
+    mask = np.array([[[True, False], [False, False]], [[True, True], [True, True]]])
+    np.testing.assert_allclose(section.mass_share(maps, mask), [0.25, 0.0])  # an all-zero map shares nothing
+    xs, targets = section.fooling_pairs(np.arange(2 * 3, dtype=np.float32).reshape(2, 3), np.array([4, 0]))
+    assert xs.shape == (18, 3) and (xs[:9] == [0, 1, 2]).all() and (xs[9:] == [3, 4, 5]).all()
+    assert targets.tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9] + list(range(1, 10))

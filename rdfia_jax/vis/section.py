@@ -324,6 +324,34 @@ def compare(settings: Settings, results: Results) -> None:
 
 
 # ----------------------------------------------------------------------------- proof on the small CNN
+# The measurements below are shared with ``rdfia-jax reproduce`` (reproduce/sections/s2.py).
+
+
+def mass_share(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per image, the share of an attribution map's mass (N, H, W) that lies on ``mask`` (N, H, W)."""
+    return (maps * mask).sum((1, 2)) / np.maximum(maps.sum((1, 2)), 1e-12)
+
+
+def fooling_pairs(x, labels, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Every image paired with each class other than its own: images repeated, and their targets."""
+    xs = np.repeat(np.asarray(x), n_classes - 1, axis=0)
+    targets = np.concatenate([[c for c in range(n_classes) if c != int(lab)] for lab in labels])
+    return xs, targets
+
+
+def judged_class_visualization(net, judge, *, n_seeds: int, iters: int, seed: int):
+    """Class visualizations from noise, one per digit and noise seed, with the proof's settings, and
+    what the independently trained ``judge`` classifies each as.
+
+    Returns:
+      (class-visualization result, targets, the judge's predictions, the settings used).
+    """
+    from rdfia_jax.vis import classvis as C
+
+    targets = np.tile(np.arange(10), n_seeds)
+    cv_settings = {"lr": 1.0, "l2_reg": 1e-3, "iters": iters, "blur_every": 10, "blur_sigma": 0.5, "max_jitter": 2}
+    res = C.class_visualization(net, targets, seed=seed, snapshot_every=0, **cv_settings)
+    return res, targets, judge.predict(res.images), cv_settings
 
 
 def mnist_proof(settings: Settings, results: Results) -> None:
@@ -333,7 +361,6 @@ def mnist_proof(settings: Settings, results: Results) -> None:
 
     from rdfia_jax import data
     from rdfia_jax.classifier import get_classifier
-    from rdfia_jax.vis import classvis as C
     from rdfia_jax.vis import core, figures
     from rdfia_jax.vis import saliency as S
     from rdfia_jax.vis.fooling import fool
@@ -357,8 +384,7 @@ def mnist_proof(settings: Settings, results: Results) -> None:
                        ("SmoothGrad", S.smoothgrad(net, x, y, n_samples=8 if quick else 25)),
                        ("Grad-CAM relu2", S.gradcam(net, x, y, layer="relu2"))):
         m = core.to_numpy(maps)
-        share = (m * digit).sum((1, 2)) / np.maximum(m.sum((1, 2)), 1e-12)
-        share_d = (m * dilated).sum((1, 2)) / np.maximum(m.sum((1, 2)), 1e-12)
+        share, share_d = mass_share(m, digit), mass_share(m, dilated)
         results.add("mnist", f"{name}: share of map mass on digit pixels (x>0)", share.mean(),
                     f"digit pixels are {digit.mean():.1%} of the image; {n} test images, true class")
         results.add("mnist", f"{name}: share on digit dilated by 1 px", share_d.mean(),
@@ -377,8 +403,7 @@ def mnist_proof(settings: Settings, results: Results) -> None:
 
     # --- fooling: every (image, other class) pair of a fixed set
     m_img = min(20 if quick else 200, n)
-    xs = np.repeat(np.asarray(x[:m_img]), 9, axis=0)
-    targets = np.concatenate([[c for c in range(10) if c != int(lab)] for lab in y[:m_img]])
+    xs, targets = fooling_pairs(x[:m_img], y[:m_img])
     for lr, clamp, count in ((1.0, False, m_img), (0.1, True, m_img // 4)):
         # the small-step run is ~10x longer: a quarter of the pairs
         xs, targets = xs[:9 * count], targets[:9 * count]
@@ -402,12 +427,9 @@ def mnist_proof(settings: Settings, results: Results) -> None:
 
     # --- class visualization judged by an independent network
     seeds = 2 if quick else 10
-    t_all = np.tile(np.arange(10), seeds)
-    iters = _iters(settings, 200)
-    cv_settings = {"lr": 1.0, "l2_reg": 1e-3, "iters": iters, "blur_every": 10, "blur_sigma": 0.5, "max_jitter": 2}
-    res = C.class_visualization(net, t_all, seed=settings.seed, snapshot_every=0, **cv_settings)
+    res, t_all, judged, cv_settings = judged_class_visualization(net, judge, n_seeds=seeds,
+                                                                 iters=_iters(settings, 200), seed=settings.seed)
     self_acc = (res.predictions == t_all).mean()
-    judged = judge.predict(res.images)
     results.add("mnist", "class visualization: classified as target by the optimized net", self_acc,
                 f"{len(t_all)} images ({seeds} noise seeds x 10 digits); {cv_settings}")
     results.add("mnist", "class visualization: classified as target by the seed-1 net", (judged == t_all).mean(),
@@ -443,4 +465,5 @@ def run(settings: Settings, experiments: Sequence[str] = EXPERIMENTS, *,
 
 
 __all__ = ["EXPERIMENTS", "Settings", "Results", "run", "check_settings", "imagenet_models", "find_val25", "val25_candidates",
-           "saliency", "fooling", "classvis", "classvis_image", "compare", "mnist_proof"]
+           "saliency", "fooling", "classvis", "classvis_image", "compare", "mnist_proof", "mass_share", "fooling_pairs",
+           "judged_class_visualization"]

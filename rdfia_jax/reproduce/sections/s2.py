@@ -20,10 +20,10 @@ def _small(b, ctx, res: SectionResult, out: Path) -> None:
 
     from rdfia_jax import data
     from rdfia_jax.classifier import get_classifier
-    from rdfia_jax.vis import classvis as C
     from rdfia_jax.vis import core, figures
     from rdfia_jax.vis import saliency as S
     from rdfia_jax.vis.fooling import fool
+    from rdfia_jax.vis.section import fooling_pairs, judged_class_visualization, mass_share
 
     clf = get_classifier(b.dataset, seed=0, data_dir=ctx.data_dir)
     judge = get_classifier(b.dataset, seed=1, data_dir=ctx.data_dir)
@@ -38,7 +38,7 @@ def _small(b, ctx, res: SectionResult, out: Path) -> None:
     y = np.asarray(test.labels[:n])
     sal = core.to_numpy(S.saliency(net, x, y))
     digit = np.asarray(test.images[:n])[..., 0] > 0
-    share = ((sal * digit).sum((1, 2)) / np.maximum(sal.sum((1, 2)), 1e-12)).mean()
+    share = mass_share(sal, digit).mean()
     res.add("saliency: share of the map's mass on digit pixels", share,
             f"{n} test images; digit pixels are {digit.mean():.1%} of the image")
     k = min(8, n)
@@ -50,8 +50,7 @@ def _small(b, ctx, res: SectionResult, out: Path) -> None:
     res.figure("Figures 12-17", f"saliency maps of the true class on {what}", path, out)
 
     m = min(b.fool_images, n)
-    xs = np.repeat(np.asarray(x[:m]), 9, axis=0)
-    targets = np.concatenate([[c for c in range(10) if c != int(lab)] for lab in y[:m]])
+    xs, targets = fooling_pairs(x[:m], y[:m])
     fr = fool(net, xs, targets, lr=1.0, max_iters=100)
     ok = np.asarray(fr.success)
     res.measure("s2.small_fool_rate", ok.mean(), note=f"{len(xs)} pairs ({m} images x 9 targets), lr 1, cap 100")
@@ -67,10 +66,8 @@ def _small(b, ctx, res: SectionResult, out: Path) -> None:
                                   suptitle=f"fooling (lr 1): {net.weights_desc}")
     res.figure("Figures 18-19", "fooling images: original, fooled, difference, magnified difference", path, out)
 
-    t_all = np.tile(np.arange(10), b.classvis_seeds)
-    cv = C.class_visualization(net, t_all, seed=0, snapshot_every=0, lr=1.0, l2_reg=1e-3, iters=b.classvis_iters,
-                               blur_every=10, blur_sigma=0.5, max_jitter=2)
-    judged = judge.predict(cv.images)
+    cv, t_all, judged, _ = judged_class_visualization(net, judge, n_seeds=b.classvis_seeds, iters=b.classvis_iters,
+                                                      seed=0)
     res.measure("s2.small_classvis_judge", (judged == t_all).mean(),
                 note=f"{len(t_all)} images, {b.classvis_iters} iterations, lr 1, l2_reg 1e-3, jitter 2")
     res.add("class visualization: classified as target by the optimized network", (cv.predictions == t_all).mean())
