@@ -118,7 +118,7 @@ BUDGETS = {
         internal=True),
     "demo": Budget(
         "demo", "embedded data only (scikit-learn digits and photos), no download; about 5 minutes on 2 CPU cores "
-        "(measured 5 min 7 s, 315 s of CPU time, fresh cache, load average ~3.6 from other work)",
+        "(measured times: benchmarks/RESULTS.md)",
         S1Budget(),
         S2Budget(),
         S3Budget(source_only_epochs=10, dann_epochs=20),
