@@ -121,16 +121,16 @@ def _write_history_csv(history: dict, path: Path) -> None:
 #: ``--dataset digits`` epochs after which the DCGAN's samples are recognizable digits (judged on
 #: its sample grids and classifier score); the cGAN is given as many.
 REAL_RESULT_EPOCHS = {"gan": 30, "cgan": 30}
-#: How long that takes on 2 CPU cores (with the score at the end).
-REAL_RESULT_TIME = {"gan": "7 minutes measured on 2 CPU cores shared with other work, less on idle cores",
-                    "cgan": "each cGAN step costs about 8 DCGAN steps: 10 minutes or more on 2 CPU cores"}
+#: How long that takes on 2 CPU cores (with the score at the end; measured times in benchmarks/RESULTS.md).
+REAL_RESULT_TIME = {"gan": "a few minutes on 2 CPU cores", "cgan": "several times longer than the DCGAN on a CPU"}
 
 
 def smoke_note(kind: str) -> str:
     """What a smoke run is, and the command that gives a real result instead."""
     return (f"this was a smoke run: a pipeline check (one epoch of 256 images), so its samples look like "
             f"noise and its scores mean nothing. For recognizable digits run: rdfia-jax {kind} --dataset digits "
-            f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_TIME[kind]})")
+            f"--epochs {REAL_RESULT_EPOCHS[kind]} --out runs/{kind}_digits ({REAL_RESULT_TIME[kind]}), "
+            f"or the whole report's demo: rdfia-jax reproduce")
 
 
 def _check_existing(store: checkpoint.CheckpointStore, target: Callable[[], Any], opts: RunOptions,
