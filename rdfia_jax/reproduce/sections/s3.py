@@ -53,6 +53,8 @@ def run(budget, ctx) -> dict:
         res.measure("s3.dann_mnist", mean(da, "source_acc"), note=f"{da[0]['epochs']} epochs, {n}")
         res.measure("s3.dann_mnistm", mean(da, "target_acc"), note=f"{da[0]['epochs']} epochs, {n}")
     src, tgt = so[0]["source"], so[0]["target"]
+    res.notes.append(f"training steps: source-only {so[0]['steps']}, DANN {da[0]['steps']} (the gain below compares "
+                     "the two at these lengths)")
     res.measure("s3.dann_gain", mean(da, "target_acc") - mean(so, "target_acc"),
                 note=f"{tgt}: DANN {mean(da, 'target_acc'):.4f} vs source-only {mean(so, 'target_acc'):.4f}")
     for name, recs in records.items():
