@@ -7,7 +7,7 @@ defaulting to outputs/section1_transfer:
     python scripts/section1_transfer.py --data ../shared/data/15SceneData
     python scripts/section1_transfer.py --data DIR --random-weights --smoke   # check the setup quickly
 
-Writes results.md / results.csv / results.json and figures (fc_head_curve.png = Figure 11, c_sweep.png,
+Writes results.md / results.csv / results.json / details.json and figures (fc_head_curve.png = Figure 11, c_sweep.png,
 pca_variance.png).
 """
 

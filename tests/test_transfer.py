@@ -328,6 +328,11 @@ def test_pipeline_end_to_end_on_tiny_dataset(tmp_path):
     csv_lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("setting,model,layer,preprocessing,dims,accuracy,feature_s,fit_s,report")
     assert len(csv_lines) == 1 + len(ids)
+    from rdfia_jax.results import read_results
+
+    table = read_results(tmp_path / "out")  # the shared results table, not overwritten by the details
+    assert [r["setting"] for r in table] == [r.setting for r in result["rows"]]
+    assert set(json.loads((tmp_path / "out" / "details.json").read_text())["rows"]) >= {"relu6", "pca"}
     for fig in ("fc_head_curve.png", "c_sweep.png", "pca_variance.png"):
         assert (tmp_path / "out" / fig).stat().st_size > 1000
     # 3 passes (vgg resize, vgg crop with relu7+relu6, alexnet crop with relu7+fc7); a rerun is all cache hits

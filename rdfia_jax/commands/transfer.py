@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         description="Reproduce the report's section 1.2 table: deep features of VGG16 and AlexNet "
                     "(cached on disk), L2-normalized, classified with LinearSVC; a C sweep chosen by "
                     "cross-validation on train; PCA; a new fully-connected head. Writes results.md, "
-                    "results.csv, results.json and figures to --out.")
+                    "results.csv, results.json, details.json and figures to --out.")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="the 15SceneData folder (train/<class>/*.jpg, test/<class>/*.jpg), a folder "
                         "containing it, or 15SceneData.zip (default: $RDFIA_JAX_DATA)")

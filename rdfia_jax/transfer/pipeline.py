@@ -165,7 +165,8 @@ def default_loader(settings: Settings) -> Callable:
 
 
 def run_section(settings: Settings, *, loader: Callable | None = None, data=None) -> dict:
-    """Run the selected rows; write ``results.md``, ``results.csv``, ``results.json`` and figures.
+    """Run the selected rows; write ``results.md``, ``results.csv``, ``results.json`` (the table), ``details.json``
+    (per-row records: C sweep, PCA, head curves, feature passes) and figures.
 
     Args:
       settings: see :class:`Settings`.
@@ -296,7 +297,7 @@ def run_section(settings: Settings, *, loader: Callable | None = None, data=None
     md, csv_path = report.write_table(rows, out, header=header)
     results_json["passes"] = {f"{m}/{mode}": p for (m, mode), p in pass_info.items()}
     results_json["header"] = header
-    js = out / "results.json"
+    js = out / "details.json"  # results.json is the shared results table (rdfia_jax.results)
     atomic_write_bytes(js, json.dumps(results_json, indent=1, default=float).encode())
     return {"rows": rows, "files": [md, csv_path, js, *figures], "passes": pass_info, "header": header}
 

@@ -108,7 +108,7 @@ def run(budget, ctx) -> dict:
         if b.per_class:
             argv += ["--per-class", b.per_class]
         cli(argv)
-        rows_json = read_json(out / "transfer" / "results.json").get("rows", {})
+        rows_json = read_json(out / "transfer" / "details.json").get("rows", {})
         n = f"{b.per_class} images per class per split" if b.per_class else "all images"
         for row, key in _TRANSFER_KEYS.items():
             if row in rows_json and rows_json[row].get("accuracy") is not None:
