@@ -33,6 +33,15 @@ def test_status_abs_within_and_outside_tolerance():
     assert report.row_status(ref, {"value": 0.90}) == "differs by +0.0868"
 
 
+def test_status_does_not_judge_a_shorter_run_against_a_longer_runs_reference():
+    ref = Reference("k", "4", "after 5 epochs", report=None, lab=0.857, tol=0.05, epochs=5)
+    assert report.row_status(ref, {"value": 0.729, "epochs": 1}) == "not comparable: shorter run (1 of 5 epochs)"
+    assert report.row_status(ref, {"value": 0.729, "epochs": 5}) == "differs by -0.1280"
+    assert report.row_status(ref, {"value": 0.86, "epochs": 5}).startswith("reproduced")
+    assert report.row_status(ref, {"value": 0.86}).startswith("reproduced")  # length unknown: judged
+    assert BY_KEY["s3.dann_mnistm"].epochs == 20 and BY_KEY["s4.dcgan_confidence"].epochs == 5
+
+
 def test_status_prefers_the_reports_value_and_exact_counts():
     ref = Reference("k", "1", "params", report=138_357_544, lab=1, fmt="int")
     assert report.row_status(ref, {"value": 138_357_544}) == "reproduced (exact)"

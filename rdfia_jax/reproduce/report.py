@@ -18,6 +18,7 @@ NEEDS_WEIGHTS = "needs pretrained weights"
 RANDOM = "random weights (meaningless)"
 NOT_RUN = "not run at this budget"
 NO_REFERENCE = "measured (no comparable reference)"
+SHORTENED = "not comparable: shorter run"
 
 
 def row_status(ref: Reference, measured: dict | None, *, section_ok: bool = True) -> str:
@@ -28,7 +29,8 @@ def row_status(ref: Reference, measured: dict | None, *, section_ok: bool = True
       measured: {"value", "random_weights"} from the section's adapter, or None when not measured.
       section_ok: False when the section failed or did not run (then nothing was measured).
     Returns:
-      "reproduced (...)", "differs by X", "needs pretrained weights", "random weights (meaningless)",
+      "reproduced (...)", "differs by X", "not comparable: shorter run (E of R epochs)", "needs pretrained weights",
+      "random weights (meaningless)",
       "not run at this budget", "section failed" or "measured (no comparable reference)".
     """
     if not section_ok:
@@ -38,6 +40,9 @@ def row_status(ref: Reference, measured: dict | None, *, section_ok: bool = True
     if ref.needs_pretrained and measured.get("random_weights"):
         return RANDOM
     v = float(measured["value"])
+    ran = measured.get("epochs")
+    if ref.epochs and ran is not None and ran < ref.epochs:
+        return f"{SHORTENED} ({ran} of {ref.epochs} epochs)"
     fmt = lambda x: format_value(x, "f4" if ref.fmt in ("pct", "int") and abs(x) < 1 else ref.fmt)  # noqa: E731
     if ref.check == "abs":
         d = v - float(ref.target)

@@ -51,13 +51,14 @@ class SectionResult:
     notes: list = dataclasses.field(default_factory=list)
     seeds: list = dataclasses.field(default_factory=list)
 
-    def measure(self, key: str, value, *, random_weights: bool = False, note: str = "") -> None:
+    def measure(self, key: str, value, *, random_weights: bool = False, note: str = "",
+                epochs: int | None = None) -> None:
         from rdfia_jax.reproduce.references import BY_KEY
 
         if key not in BY_KEY:
             raise KeyError(f"no reference {key!r}")
         self.measured[key] = {"value": None if value is None else float(value), "random_weights": random_weights,
-                              "note": note}
+                              "note": note, "epochs": epochs}
 
     def add(self, label: str, value, note: str = "") -> None:
         self.extra.append({"label": label, "value": value if isinstance(value, (str, type(None))) else float(value),

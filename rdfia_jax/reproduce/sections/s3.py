@@ -48,10 +48,14 @@ def run(budget, ctx) -> dict:
     so, da = records["source-only"], records["dann"]
     n = f"{len(b.seeds)} seed(s)"
     if mnist:
-        res.measure("s3.source_only_mnist", mean(so, "source_acc"), note=f"{so[0]['epochs']} epochs, {n}")
-        res.measure("s3.source_only_mnistm", mean(so, "target_acc"), note=f"{so[0]['epochs']} epochs, {n}")
-        res.measure("s3.dann_mnist", mean(da, "source_acc"), note=f"{da[0]['epochs']} epochs, {n}")
-        res.measure("s3.dann_mnistm", mean(da, "target_acc"), note=f"{da[0]['epochs']} epochs, {n}")
+        res.measure("s3.source_only_mnist", mean(so, "source_acc"), note=f"{so[0]['epochs']} epochs, {n}",
+                    epochs=so[0]["epochs"])
+        res.measure("s3.source_only_mnistm", mean(so, "target_acc"), note=f"{so[0]['epochs']} epochs, {n}",
+                    epochs=so[0]["epochs"])
+        res.measure("s3.dann_mnist", mean(da, "source_acc"), note=f"{da[0]['epochs']} epochs, {n}",
+                    epochs=da[0]["epochs"])
+        res.measure("s3.dann_mnistm", mean(da, "target_acc"), note=f"{da[0]['epochs']} epochs, {n}",
+                    epochs=da[0]["epochs"])
     src, tgt = so[0]["source"], so[0]["target"]
     res.notes.append(f"training steps: source-only {so[0]['steps']}, DANN {da[0]['steps']} (the gain below compares "
                      "the two at these lengths)")

@@ -43,8 +43,8 @@ def run(budget, ctx) -> dict:
     what = f"{s['steps']} iterations ({b.epochs} epochs, batch {s['config']['batch_size']})"
     if sc:
         prefix = "s4.dcgan" if real else "s4.digits"
-        res.measure(f"{prefix}_confidence", sc["confidence"], note=f"{sc['n']} samples; {what}")
-        res.measure(f"{prefix}_coverage", sc["coverage"], note=f"{sc['n']} samples; {what}")
+        res.measure(f"{prefix}_confidence", sc["confidence"], note=f"{sc['n']} samples; {what}", epochs=b.epochs)
+        res.measure(f"{prefix}_coverage", sc["coverage"], note=f"{sc['n']} samples; {what}", epochs=b.epochs)
         res.add("DCGAN: Frechet distance in the classifier's feature space", sc["frechet"],
                 f"real digits: {s['score_real']['frechet']:.3f}")
         res.add("real digits (ceiling): confidence / coverage",
@@ -78,7 +78,8 @@ def run(budget, ctx) -> dict:
         s = read_json(out / "cgan" / "summary.json")
         sc = s.get("score") or {}
         if sc and real:
-            res.measure("s4.cgan_label_acc", sc["label_accuracy"], note=f"{sc['n']} samples, {s['steps']} iterations")
+            res.measure("s4.cgan_label_acc", sc["label_accuracy"], note=f"{sc['n']} samples, {s['steps']} iterations",
+                        epochs=b.cgan_epochs)
         elif sc:
             res.add("cDCGAN on the digits: label accuracy", sc["label_accuracy"], f"{sc['n']} samples")
         res.figure("Figures 53, 55", "cDCGAN losses", out / "cgan" / "losses.png", out)
