@@ -91,7 +91,6 @@ def load_split(dataset: str, split: str, data_dir=None):
     return load(dataset, split, data_dir=data_dir)
 
 
-_load = load_split  # the earlier private name (kept for callers not yet moved to load_split)
 
 
 @xla.jit(static_argnums=(0, 3))

@@ -107,7 +107,6 @@ def test_seeds_differ_and_errors(tmp_cache):
 def test_load_split_is_public():
     test = clf_mod.load_split("digits", "test")
     assert test.images.shape[1:] == (28, 28, 1) and len(test) == len(test.labels) > 0
-    assert clf_mod._load is clf_mod.load_split  # the earlier private name, until its callers move
 
 
 @pytest.mark.realdata
