@@ -156,11 +156,7 @@ def _check_existing(store: checkpoint.CheckpointStore, target: Callable[[], Any]
     user = meta.get("user", {})
     done, run_total = int(user.get("steps_done", latest)), user.get("total_steps")
     out = Path(opts.out)
-    if done > total:
-        need = -(-done // steps_per_epoch)
-        raise RdfiaError(
-            f"{out} holds a run at step {done} ({done / steps_per_epoch:g} epochs), more than the {total} steps "
-            f"that --epochs {cfg.epochs} asks for; pass --epochs {need} (or more), or choose another --out")
+    loop.check_resume_length(store.directory / str(latest), done, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
     if opts.resume:
         return None
     if done == total == run_total:

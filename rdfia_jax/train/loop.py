@@ -60,7 +60,8 @@ from rdfia_jax import xla
 from rdfia_jax.progress import Progress
 from rdfia_jax.train.optim import apply_optimizer  # re-exported: steps call loop.apply_optimizer
 
-__all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "array_batches", "all_finite", "apply_optimizer"]
+__all__ = ["Hook", "LoopResult", "TrainingDiverged", "run", "check_resume_length", "array_batches", "all_finite",
+           "apply_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +182,21 @@ def _history_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
 
+def check_resume_length(where: Any, step: int, *, steps_per_epoch: int, epochs: int) -> None:
+    """Refuse to resume a run already past the requested length (before anything is written).
+
+    Raises:
+      RdfiaError: ``step`` (the checkpoint at ``where``) is beyond ``epochs * steps_per_epoch``; names the
+        ``--epochs`` that would do.
+    """
+    total = steps_per_epoch * epochs
+    if step > total:
+        raise RdfiaError(
+            f"checkpoint {where} is at step {step} (epoch {step / steps_per_epoch:g}); this run asks for "
+            f"{epochs} epoch{'s' * (epochs != 1)} = {total} steps: pass --epochs {-(-step // steps_per_epoch)} or more"
+        )
+
+
 def run(
     step: Callable[[Any, Any, jax.Array], tuple[Any, dict]],
     init_state: Any,
@@ -252,13 +268,8 @@ def run(
                     f"checkpoint {store.directory / str(latest)} used {saved.get('steps_per_epoch')} "
                     f"steps per epoch, this run {steps_per_epoch} (different data or batch size)"
                 )
-            if latest > total:
-                need = -(-latest // steps_per_epoch)
-                raise RdfiaError(
-                    f"checkpoint {store.directory / str(latest)} is at step {latest} (epoch "
-                    f"{latest / steps_per_epoch:g}); this run asks for {epochs} epoch{'s' * (epochs != 1)} = "
-                    f"{total} steps: pass --epochs {need} or more"
-                )
+            check_resume_length(store.directory / str(latest), latest, steps_per_epoch=steps_per_epoch,
+                                epochs=epochs)
             state, meta = store.restore(init_state, latest)
             history = {k: list(v) for k, v in meta.get("history", {}).items()}
             changes = list(meta.get("changes", []))
