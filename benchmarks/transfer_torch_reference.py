@@ -262,10 +262,10 @@ def main(argv=None) -> int:
     except ValueError as err:
         ap.error(f"--data: {err}")
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        ap.error(f"--out {out}: cannot create ({err})")
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {out}: exists and is not a folder")
+
+    import pickle
 
     import sklearn
     import torch
@@ -276,8 +276,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
     t0 = time.perf_counter()
-    model = vgg16_relu7(args.weights)
+    try:
+        model = vgg16_relu7(args.weights)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        ap.error(f"--weights {args.weights}: not a torchvision VGG16 state_dict ({first})")
     load_s = time.perf_counter() - t0
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        ap.error(f"--out {out}: cannot create ({err})")
 
     t0 = time.perf_counter()
     x_train, y_train = extract_features(model, loader_for(train, args.batch_size, args.workers),
