@@ -185,6 +185,22 @@ def test_cache_hit_and_miss_rules(vgg, tmp_path, monkeypatch):
     assert not list((tmp_path / "transfer").glob(".*partial"))  # atomic writes leave no temporaries
 
 
+def test_extractor_reused_across_splits_compiles_once(vgg, tmp_path):
+    rng = np.random.default_rng(5)
+    train = [rng.integers(0, 256, (64, 64, 1), dtype=np.uint8) for _ in range(3)]
+    test = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    kw = dict(weights_id="w1", mode="resize", size=64, batch_size=2, cache_root=tmp_path, progress=False,
+              use_cache=False)
+    extractors: dict = {}
+    f_train, _ = F.cached_features(vgg, train, ["relu7"], extractors=extractors, **kw)
+    f_test, _ = F.cached_features(vgg, test, ["relu7"], extractors=extractors, **kw)
+    (extractor,) = extractors.values()
+    assert extractor.trace_count == 1  # the test split ran on the train split's compiled function
+    alone, _ = F.cached_features(vgg, test, ["relu7"], **kw)
+    np.testing.assert_allclose(f_test["relu7"], alone["relu7"], rtol=1e-6, atol=1e-6)
+    assert f_train["relu7"].shape == (3, alone["relu7"].shape[1])
+
+
 def test_weights_fingerprint(vgg, tmp_path):
     assert F.weights_fingerprint(vgg, seed=3) == "random-seed3"
     real = models.Network(vgg.name, vgg.graphdef, vgg.state, vgg.preprocessing, "torchvision test file")

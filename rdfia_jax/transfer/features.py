@@ -300,7 +300,8 @@ def save_cached(key: dict, features: np.ndarray, cache_root: Path | None = None)
 def cached_features(network: Network, images: Sequence[np.ndarray], layers: Sequence[str], *, weights_id: str,
                     mode: str = "resize", size: int = 224, batch_size: int = 32, cache_root: Path | None = None,
                     use_cache: bool = True, data_id: str | None = None, progress: bool = True,
-                    devices: Sequence[jax.Device] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                    devices: Sequence[jax.Device] | None = None,
+                    extractors: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Features of ``images`` at ``layers``, from the disk cache when the full key matches.
 
     Missing layers are computed together in one forward pass and cached.
@@ -318,6 +319,9 @@ def cached_features(network: Network, images: Sequence[np.ndarray], layers: Sequ
       data_id: precomputed :func:`images_fingerprint` of ``images``.
       progress: show progress.
       devices: devices to shard over.
+      extractors: a dict the caller keeps across calls (e.g. the train and the test split): a
+        :class:`FeatureExtractor` made for the same network and layers is reused from it, so the
+        second call does not compile the network again.
     Returns:
       ``({layer: float32 (N, D)}, info)`` with info keys ``seconds`` (extraction wall time, 0 when all
       cached), ``cached`` (layers read from the cache), ``computed``, ``images_per_s``.
@@ -338,7 +342,12 @@ def cached_features(network: Network, images: Sequence[np.ndarray], layers: Sequ
     info = {"seconds": 0.0, "cached": [l for l in resolved if l in result], "computed": missing,
             "images_per_s": None}
     if missing:
-        extractor = FeatureExtractor(network, missing, batch_size=batch_size, devices=devices)
+        reuse_key = (id(network), tuple(missing), batch_size, tuple(devices) if devices is not None else None)
+        extractor = (extractors or {}).get(reuse_key)
+        if extractor is None or extractor.network is not network:
+            extractor = FeatureExtractor(network, missing, batch_size=batch_size, devices=devices)
+            if extractors is not None:
+                extractors[reuse_key] = extractor
         t0 = time.perf_counter()
         computed = extractor.from_images(images, mode, size, progress=progress)
         info["seconds"] = time.perf_counter() - t0

@@ -207,7 +207,8 @@ def run_section(settings: Settings, *, loader: Callable | None = None, data=None
             networks[model] = loader(model)
         net, wid = networks[model]
         common = dict(weights_id=wid, mode=mode, size=settings.image_size, batch_size=settings.batch_size,
-                      cache_root=settings.cache_root, use_cache=settings.cache, progress=settings.progress)
+                      cache_root=settings.cache_root, use_cache=settings.cache, progress=settings.progress,
+                      extractors={})  # the test split reuses the train split's compiled network
         f_tr, i_tr = cached_features(net, tr_x, layers, data_id=ids["train"], **common)
         f_te, i_te = cached_features(net, te_x, layers, data_id=ids["test"], **common)
         for l in layers:
