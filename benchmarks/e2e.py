@@ -186,9 +186,22 @@ def save_results(out: Path, results: dict) -> None:
     atomic_write_bytes(out / "e2e.json", (json.dumps(results, indent=1) + "\n").encode())
 
 
-def record(out: Path, results: dict, run: Run, measured: dict, mode: str, threads: int, cpu: int | None) -> None:
+def commit() -> str:
+    """The checkout's commit (with "+changes" when the tree differs from it): which code a run timed."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def record(out: Path, results: dict, run: Run, measured: dict, mode: str, threads: int, cpu: int | None,
+           code: str) -> None:
     results[run.key] = dict(measured, workload=run.workload, framework=run.framework, mode=mode, threads=threads,
-                            cpu=cpu, command=" ".join(run.argv[1:]), numbers=_numbers(run),
+                            cpu=cpu, command=" ".join(run.argv[1:]), numbers=_numbers(run), commit=code,
                             date=datetime.datetime.now().isoformat(timespec="seconds"),
                             load_after=round(os.getloadavg()[0], 2))
     save_results(out, results)
@@ -205,6 +218,7 @@ def run_workload(workload: str, args, results: dict) -> None:
     print(f"[e2e] {workload}: preparing (untimed)", flush=True)
     prepare(workload, args.data_dir, args.out, args.smoke)
     logs = args.out / "logs"
+    code = commit()
     if args.mode == "pair":
         started, by_pid = {}, {}
         for cpu, run in enumerate(runs):
@@ -214,13 +228,13 @@ def run_workload(workload: str, args, results: dict) -> None:
         while started:  # each run's wall time ends when IT ends, not when its partner does
             pid, measured = reap(started)
             run, cpu = by_pid[pid]
-            record(args.out, results, run, measured, "pair", 1, cpu)
+            record(args.out, results, run, measured, "pair", 1, cpu, code)
     else:
         for run in runs:
             print(f"[e2e] {run.key}: start, {args.threads} threads", flush=True)
             proc = launch(run, logs / f"{workload}-{run.framework}.log", None, args.threads)
             _, measured = reap({proc.pid: time.perf_counter()})
-            record(args.out, results, run, measured, "sequential", args.threads, None)
+            record(args.out, results, run, measured, "sequential", args.threads, None, code)
 
 
 def to_markdown(results: dict) -> str:
