@@ -107,8 +107,10 @@ def _imagenet(b, ctx, res: SectionResult, out: Path) -> None:
     xq = net.preprocessing.normalize(x01[[1]])
     t = core.resolve_class(net, "stingray")
     fr = fool(net, xq, [t], lr=1.0, max_iters=100)
-    res.measure("s2.fool_iters", int(fr.iterations[0]) if bool(fr.success[0]) else None, random_weights=rnd,
-                note="fooled" if bool(fr.success[0]) else "NOT fooled within 100 iterations")
+    fooled = bool(fr.success[0])
+    res.measure("s2.fool_iters", int(fr.iterations[0]) if fooled else None, random_weights=rnd,
+                note="fooled" if fooled else "NOT fooled within 100 iterations",
+                failed=None if fooled else "not fooled within 100 iterations")
     path = figures.fooling_figure(figures.to_display(net, xq), figures.to_display(net, fr.images),
                                   [names[int(fr.original_predictions[0])]], [names[int(fr.predictions[0])]],
                                   out / "imagenet_fooling.png", suptitle=f"squeezenet1_1: {tag}")
