@@ -92,12 +92,14 @@ def _imagenet(b, ctx, res: SectionResult, out: Path) -> None:
     except RdfiaError as err:
         res.notes.append(f"ImageNet figures skipped: {err}")
         return
+    why = ""
     try:
         net, rnd = load_network("squeezenet1_1"), False
-    except RdfiaError:
+    except RdfiaError as err:  # no (or an unreadable) converted file: say which, as section 1 does
         net, rnd = load_network("squeezenet1_1", random_weights=True, seed=0), True
+        why = f" ({str(err).split('. ')[0]}; `rdfia-jax weights fetch squeezenet1_1` gets them)"
     tag = "RANDOM WEIGHTS (meaningless)" if rnd else net.weights_desc
-    res.notes.append(f"ImageNet figures: SqueezeNet 1.1, {tag}")
+    res.notes.append(f"ImageNet figures: SqueezeNet 1.1, {tag}{why}")
     x01 = images.astype(np.float32) / 255.0
     x = net.preprocessing.normalize(x01[:5])
     path = figures.attribution_grid(figures.to_display(net, x), {"saliency": core.to_numpy(S.saliency(net, x, labels[:5]))},
