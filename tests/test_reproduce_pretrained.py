@@ -238,3 +238,15 @@ def test_not_fooled_on_real_weights_differs_rather_than_asking_for_weights():
     res.measure("s2.fool_iters", 37)
     assert report.row_status(ref, res.measured["s2.fool_iters"]) == "reproduced (<= 100)"
     assert report.row_status(ref, None) == report.NEEDS_WEIGHTS  # no file at all
+
+
+def test_figure_titles_name_the_weights_file_without_its_path():
+    """The full description (sha256, converted file's absolute path) overflowed the figure titles."""
+    from types import SimpleNamespace
+
+    from rdfia_jax.reproduce.sections.common import figure_label
+
+    net = SimpleNamespace(weights_desc="torchvision vgg16-397923af.pth (sha256 397923af8e79..., torchvision "
+                                       "preprocessing) from /home/u/.cache/rdfia-jax/weights/vgg16.safetensors")
+    assert figure_label(net, False) == "pretrained: torchvision vgg16-397923af.pth"
+    assert figure_label(net, True) == "RANDOM WEIGHTS (meaningless)"

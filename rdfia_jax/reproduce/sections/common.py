@@ -26,6 +26,14 @@ def run_flags(*, data_dir, smoke: bool, resume: bool) -> list:
         (["--resume"] if resume else [])
 
 
+def figure_label(network, random_weights: bool) -> str:
+    """The weights as a figure title says them: short (the full description, with the converted file's path,
+    is in the section's notes and captions; in a title it runs past the figure's edges)."""
+    if random_weights:
+        return "RANDOM WEIGHTS (meaningless)"
+    return f"pretrained: {network.weights_desc.split(' (')[0]}"  # e.g. "torchvision vgg16-397923af.pth"
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
