@@ -29,16 +29,18 @@ def row_status(ref: Reference, measured: dict | None, *, section_ok: bool = True
       measured: {"value", "random_weights"} from the section's adapter, or None when not measured.
       section_ok: False when the section failed or did not run (then nothing was measured).
     Returns:
-      "reproduced (...)", "differs by X", "not comparable: shorter run (E of R epochs)", "needs pretrained weights",
+      "reproduced (...)", "differs by X", "differs (why no value)", "not comparable: shorter run (E of R epochs)", "needs pretrained weights",
       "random weights (meaningless)",
       "not run at this budget", "section failed" or "measured (no comparable reference)".
     """
     if not section_ok:
         return "section failed"
+    if measured is not None and ref.needs_pretrained and measured.get("random_weights"):
+        return RANDOM  # checked first: a random network's missing value is as meaningless as its value
+    if measured is not None and measured.get("value") is None and measured.get("failed"):
+        return f"differs ({measured['failed']})"  # run on real weights, target not reached
     if measured is None or measured.get("value") is None:
         return NEEDS_WEIGHTS if ref.needs_pretrained else NOT_RUN
-    if ref.needs_pretrained and measured.get("random_weights"):
-        return RANDOM
     v = float(measured["value"])
     ran = measured.get("epochs")
     if ref.epochs and ran is not None and ran < ref.epochs:

@@ -26,6 +26,14 @@ def run_flags(*, data_dir, smoke: bool, resume: bool) -> list:
         (["--resume"] if resume else [])
 
 
+def figure_label(network, random_weights: bool) -> str:
+    """The weights as a figure title says them: short (the full description, with the converted file's path,
+    is in the section's notes and captions; in a title it runs past the figure's edges)."""
+    if random_weights:
+        return "RANDOM WEIGHTS (meaningless)"
+    return f"pretrained: {network.weights_desc.split(' (')[0]}"  # e.g. "torchvision vgg16-397923af.pth"
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
@@ -38,7 +46,8 @@ class SectionResult:
     """What a section adapter hands the report.
 
     Attributes:
-      measured: reference key -> {"value", "random_weights", "note"} (keys of references.BY_KEY).
+      measured: reference key -> {"value", "random_weights", "note", "epochs", "failed"} (keys of
+        references.BY_KEY); "failed" says why a run on real weights gave no value (e.g. not fooled).
       extra: further measured numbers without a reference: {"label", "value", "note"}.
       figures: {"report": "Figures 38-40", "caption", "path" (relative to the section folder), "kind"}.
       notes: lines shown under the section's heading (data used, weights, budget cuts).
@@ -52,13 +61,14 @@ class SectionResult:
     seeds: list = dataclasses.field(default_factory=list)
 
     def measure(self, key: str, value, *, random_weights: bool = False, note: str = "",
-                epochs: int | None = None) -> None:
+                epochs: int | None = None, failed: str | None = None) -> None:
+        """Record a reference row's value; ``failed`` (with ``value`` None) says why the measurement gave none."""
         from rdfia_jax.reproduce.references import BY_KEY
 
         if key not in BY_KEY:
             raise KeyError(f"no reference {key!r}")
         self.measured[key] = {"value": None if value is None else float(value), "random_weights": random_weights,
-                              "note": note, "epochs": epochs}
+                              "note": note, "epochs": epochs, "failed": failed}
 
     def add(self, label: str, value, note: str = "") -> None:
         self.extra.append({"label": label, "value": value if isinstance(value, (str, type(None))) else float(value),

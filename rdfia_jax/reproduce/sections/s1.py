@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.reproduce.sections.common import SectionResult, cli, read_json
+from rdfia_jax.reproduce.sections.common import SectionResult, cli, figure_label, read_json
 
 _TRANSFER_KEYS = {"relu7-resize": "s1.relu7_resize", "relu7-crop": "s1.relu7_crop", "relu6": "s1.relu6"}
 
@@ -47,7 +47,7 @@ def _prediction_figure(images, preds, path: Path, tag: str) -> Path:
         ax.set_axis_off()
         ax.set_title("\n".join(f"{n[:28]} {100 * pr:.2f} %" for _, n, pr in p.top), fontsize=8)
     fig.suptitle(tag, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # keep the top-5 titles clear of the suptitle
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     return path
@@ -82,6 +82,7 @@ def run(budget, ctx) -> dict:
         res.notes.append(f"RANDOM WEIGHTS: predictions and activation maps are meaningless "
                          f"({str(err).split('. ')[0]}; `rdfia-jax weights fetch vgg16` gets them)")
     tag = "RANDOM WEIGHTS (meaningless)" if rnd else net.weights_desc
+    label = figure_label(net, rnd)
     images, sources = _photos(b, ctx)
     res.notes.append(f"photos: {', '.join(sources)} (the authors' own photos are not available)")
     preds = predict(net, images, sources, k=5)
@@ -89,11 +90,11 @@ def run(budget, ctx) -> dict:
                 note=f"{sources[0]}: {preds[0].top[0][1]}")
     for p in preds:
         res.add(f"top-1 on {p.source}", f"{p.top[0][1]} {100 * p.top[0][2]:.2f} %", tag)
-    res.figure("Figures 2-5", f"top-5 predictions ({tag})", _prediction_figure(images, preds, out / "predictions.png", tag),
-               out)
+    res.figure("Figures 2-5", f"top-5 predictions ({tag})",
+               _prediction_figure(images, preds, out / "predictions.png", label), out)
     for layer, fig in (("relu1_1", "Figures 6-8"), ("relu5_3", "Figures 9-10")):
         path = activation_grid(net, images[0], layer, out / f"activations_{layer}.png", max_maps=32,
-                               title=f"vgg16 {layer}: {tag}")
+                               title=f"vgg16 {layer}: {label}")
         res.figure(fig, f"activation maps after {layer} for {sources[0]} ({tag})", path, out)
     if not b.transfer:
         res.notes.append("15 Scene transfer (section 1.2) not run at this budget")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfia_jax.errors import RdfiaError
-from rdfia_jax.reproduce.sections.common import SectionResult
+from rdfia_jax.reproduce.sections.common import SectionResult, figure_label
 
 
 def _small(b, ctx, res: SectionResult, out: Path) -> None:
@@ -92,32 +92,37 @@ def _imagenet(b, ctx, res: SectionResult, out: Path) -> None:
     except RdfiaError as err:
         res.notes.append(f"ImageNet figures skipped: {err}")
         return
+    why = ""
     try:
         net, rnd = load_network("squeezenet1_1"), False
-    except RdfiaError:
+    except RdfiaError as err:  # no (or an unreadable) converted file: say which, as section 1 does
         net, rnd = load_network("squeezenet1_1", random_weights=True, seed=0), True
+        why = f" ({str(err).split('. ')[0]}; `rdfia-jax weights fetch squeezenet1_1` gets them)"
     tag = "RANDOM WEIGHTS (meaningless)" if rnd else net.weights_desc
-    res.notes.append(f"ImageNet figures: SqueezeNet 1.1, {tag}")
+    label = figure_label(net, rnd)
+    res.notes.append(f"ImageNet figures: SqueezeNet 1.1, {tag}{why}")
     x01 = images.astype(np.float32) / 255.0
     x = net.preprocessing.normalize(x01[:5])
     path = figures.attribution_grid(figures.to_display(net, x), {"saliency": core.to_numpy(S.saliency(net, x, labels[:5]))},
                                     [names[int(v)] for v in labels[:5]], out / "imagenet_saliency.png",
-                                    suptitle=f"squeezenet1_1: {tag}")
+                                    suptitle=f"squeezenet1_1: {label}")
     res.figure("Figure 12", f"saliency, imagenet_val_25 images 0-4 ({tag})", path, out)
     xq = net.preprocessing.normalize(x01[[1]])
     t = core.resolve_class(net, "stingray")
     fr = fool(net, xq, [t], lr=1.0, max_iters=100)
-    res.measure("s2.fool_iters", int(fr.iterations[0]) if bool(fr.success[0]) else None, random_weights=rnd,
-                note="fooled" if bool(fr.success[0]) else "NOT fooled within 100 iterations")
+    fooled = bool(fr.success[0])
+    res.measure("s2.fool_iters", int(fr.iterations[0]) if fooled else None, random_weights=rnd,
+                note="fooled" if fooled else "NOT fooled within 100 iterations",
+                failed=None if fooled else "not fooled within 100 iterations")
     path = figures.fooling_figure(figures.to_display(net, xq), figures.to_display(net, fr.images),
                                   [names[int(fr.original_predictions[0])]], [names[int(fr.predictions[0])]],
-                                  out / "imagenet_fooling.png", suptitle=f"squeezenet1_1: {tag}")
+                                  out / "imagenet_fooling.png", suptitle=f"squeezenet1_1: {label}")
     res.figure("Figure 18", f"fooling: quail -> stingray ({tag})", path, out)
     g = core.resolve_class(net, "gorilla")
     cv = C.class_visualization(net, [g], seed=0, iters=b.imagenet_iters, snapshot_every=max(1, b.imagenet_iters // 4))
     rows, titles, lab = figures.classvis_rows(net, cv, [g], lambda c: names[int(c)])
     path = figures.snapshots_figure(rows, titles, lab, out / "imagenet_classvis_gorilla.png",
-                                    suptitle=f"squeezenet1_1 gorilla, {b.imagenet_iters} iterations: {tag}")
+                                    suptitle=f"squeezenet1_1 gorilla, {b.imagenet_iters} iterations: {label}")
     res.figure("Figure 21", f"class visualization: gorilla ({tag})", path, out)
     res.add("class visualization gorilla: target probability", float(cv.probabilities[0]),
             f"{b.imagenet_iters} iterations; {tag}")
