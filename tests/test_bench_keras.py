@@ -117,10 +117,12 @@ def keras_checks() -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_keras_runs_on_jax(keras_checks):
     assert keras_checks["backend"] == "jax"
 
 
+@pytest.mark.slow
 def test_gradient_reversal_flips_the_sign(keras_checks):
     assert keras_checks["grl_forward_equal"]
     np.testing.assert_allclose(keras_checks["grl_grad"], keras_checks["grl_grad_expected"], rtol=1e-6)
@@ -130,11 +132,13 @@ def test_gradient_reversal_flips_the_sign(keras_checks):
     assert keras_checks["dann_head_grad_same"]
 
 
+@pytest.mark.slow
 def test_dann_train_on_batch_moves_parameters(keras_checks):
     assert 0.0 < keras_checks["dann_loss"] < 100.0
     assert keras_checks["dann_moved"]
 
 
+@pytest.mark.slow
 def test_dcgan_step_updates_both_networks(keras_checks):
     logs = keras_checks["gan_logs"]
     assert set(logs) == {"loss_d", "loss_g", "d_real", "d_fake", "d_fake_g"}
@@ -146,6 +150,7 @@ def test_dcgan_step_updates_both_networks(keras_checks):
     assert keras_checks["gan_assign"]
 
 
+@pytest.mark.slow
 def test_keras_saliency_is_the_input_gradient(keras_checks):
     assert keras_checks["saliency_ok"]
 
