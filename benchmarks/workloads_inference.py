@@ -70,10 +70,12 @@ def keras_model(build, precision: str):
 
 def _keras_setup(model: str, batch: int):
     def setup(precision: str):
+        import ml_dtypes
+
         from benchmarks import keras_models
 
         net = keras_model(keras_models.MODELS[model], precision)
-        x = _inputs(batch).astype("bfloat16" if precision == "bfloat16" else np.float32)
+        x = _inputs(batch).astype(ml_dtypes.bfloat16 if precision == "bfloat16" else np.float32)
         return lambda: net.predict_on_batch(x)
     return setup
 

@@ -88,13 +88,14 @@ KERAS_RELU7 = {"vgg16": "fc2", "alexnet": "fc7"}
 def _keras_setup(model: str, batch_size: int):
     def setup(precision: str = "float32"):
         import keras
+        import ml_dtypes
 
         from benchmarks import keras_models
         from benchmarks.workloads_inference import keras_model
 
         net = keras_model(keras_models.MODELS[model], precision)
         features = keras.Model(net.inputs, net.get_layer(KERAS_RELU7[model]).output)
-        dtype = "bfloat16" if precision == "bfloat16" else "float32"
+        dtype = ml_dtypes.bfloat16 if precision == "bfloat16" else np.float32
         mean, std = np.asarray(MEAN, np.float32), np.asarray(STD, np.float32)
         u8 = _batch(batch_size)
 
