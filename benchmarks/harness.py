@@ -362,8 +362,7 @@ def _worker(python: str, framework: str, filter_re: str, args, env: dict[str, st
     """Runs one worker process; its rows, or None (reported on stderr) when it fails."""
     cmd = [python, "-m", "benchmarks.harness", "worker", "--framework", framework, "--filter", filter_re,
            "--precision", args.precision, "--repeats", str(args.repeats), "--seconds", str(args.seconds)]
-    if args.isolate:
-        cmd.append("--isolate")
+    cmd.append("--isolate" if args.isolate else "--no-isolate")  # the worker's own default is True
     proc = subprocess.run(cmd, cwd=HERE.parent, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         print(f"{framework} worker failed (exit {proc.returncode}) on filter {filter_re!r}", file=sys.stderr)

@@ -213,3 +213,26 @@ def test_malloc_variable_matches_the_library():
     from rdfia_jax import xla
 
     assert harness.JAX_MALLOC_ENV == xla.MALLOC_ENV_VAR
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_run_passes_isolation_and_malloc_to_each_worker(monkeypatch, isolate):
+    calls = []
+
+    class Done:
+        returncode, stdout = 0, "[]"
+
+    def fake_run(cmd, **kwargs):
+        calls.append((cmd, kwargs["env"]))
+        return Done()
+
+    monkeypatch.setattr(harness.subprocess, "run", fake_run)
+    flags = [] if isolate else ["--no-isolate"]
+    harness.main(["run", "--filter", "^(dann_step_b64x2|dcgan_step_b128)$", "--frameworks", "jax,torch,keras",
+                  "--jax-host-malloc", "system", "--no-write", *flags])
+    fws = [cmd[cmd.index("--framework") + 1] for cmd, _ in calls]
+    assert all(("--isolate" if isolate else "--no-isolate") in cmd for cmd, _ in calls)
+    assert fws == (["jax", "torch", "keras"] * 2 if isolate else ["jax", "torch", "keras"])
+    for cmd, env in calls:
+        fw = cmd[cmd.index("--framework") + 1]
+        assert env[harness.JAX_MALLOC_ENV] == ("system" if fw in ("jax", "keras") else "retain")
