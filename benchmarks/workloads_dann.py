@@ -8,6 +8,12 @@
   BCE-with-logits on all, SGD momentum 0.9 with the lr set per step, on a float NCHW batch that the
   practical's DataLoader would already have standardized.
 
+* ``dann_step_b64x2`` (keras): ``benchmarks.keras_models.DANN``, the same network in Keras 3 on
+  JAX, the GRL a ``keras.ops.custom_gradient`` layer whose factor (a non-trainable weight) is
+  assigned before each step, SGD momentum 0.9 with the annealed rate as a Keras
+  ``LearningRateSchedule``, the documented custom ``train_step``, called through
+  ``model.train_on_batch`` on the standardized float NHWC batch.
+
 Inputs are random arrays of the real shapes (a step's cost does not depend on pixel values).
 Only float32 is meaningful here; other precisions run float32 too.
 """
@@ -118,10 +124,34 @@ def _torch_setup(precision: str):
     return run_once
 
 
+def _keras_setup(precision: str):
+    from benchmarks import keras_models
+
+    model = keras_models.dann_model(TOTAL_STEPS)
+    grl = model.get_layer("grl")
+    b = _batch()
+    mean, std = np.float32(0.1307), np.float32(0.3081)
+    xs = np.repeat((b["src_x"] / np.float32(255) - mean) / std, 3, axis=-1)
+    xt = (b["tgt_x"] / np.float32(255) - mean) / std
+    x = np.concatenate([xs, xt]).astype(np.float32)  # one forward pass over both domains
+    y = (b["src_y"], np.concatenate([np.ones(BATCH), np.zeros(BATCH)]).astype(np.float32)[:, None])
+    box = {"i": 0}
+
+    def run_once():
+        p = (box["i"] % TOTAL_STEPS) / TOTAL_STEPS
+        grl.factor.assign(2.0 / (1.0 + math.exp(-2.0 * p)) - 1.0)
+        loss = model.train_on_batch(x, y)  # returns a Python float: blocks
+        box["i"] += 1
+        return loss
+
+    return run_once
+
+
 def workloads() -> list[Workload]:
     return [
         Workload("dann_step_b64x2", "jax", _jax_setup, items=1, unit="steps", section="3 DANN"),
         Workload("dann_step_b64x2", "torch", _torch_setup, items=1, unit="steps", section="3 DANN"),
+        Workload("dann_step_b64x2", "keras", _keras_setup, items=1, unit="steps", section="3 DANN"),
     ]
 
 
@@ -129,6 +159,8 @@ if __name__ == "__main__":  # quick check without the harness: python -m benchma
     import time
 
     for w in workloads():
+        if w.framework == "keras":  # needs the harness's keras worker (KERAS_BACKEND=jax set first)
+            continue
         run = w.setup("float32")
         run()
         run()

@@ -10,6 +10,12 @@
   ``fake``; Adam(lr_d 2e-4 / lr_g 5e-4, betas (0.5, 0.999)); inputs a float NCHW batch in [-1, 1]
   that the practical's DataLoader would already have prepared.
 
+* the same names (keras): ``benchmarks.keras_models.GAN``, Keras 3 on JAX in the documented
+  custom-train-step style (``stateless_call``, ``jax.value_and_grad``, ``optimizer.stateless_apply``),
+  same networks, init, BCE losses and optimizers, z drawn inside the step from a Keras
+  ``SeedGenerator``; compiled as Keras compiles ``train_step`` (``jax.jit``, state donated) and
+  called on a float NHWC batch in [-1, 1] (and one-hot labels) prepared outside the timed region.
+
 Inputs are random arrays of the real shapes (a step's cost does not depend on pixel values).
 Only float32 is meaningful here; other precisions run float32 too.
 """
@@ -187,9 +193,32 @@ def _torch_setup(kind: str):
     return setup
 
 
+def _keras_setup(kind: str):
+    def setup(precision: str):
+        import jax
+
+        from benchmarks import keras_models
+
+        gan = keras_models.gan_model(kind, NZ)
+        step = jax.jit(gan.train_step, donate_argnums=0)  # as Keras' JAX trainer compiles train_step
+        b = _batch()
+        real = b["x"].astype(np.float32) / 127.5 - 1.0
+        data = (real, np.eye(10, dtype=np.float32)[b["y"]]) if kind == "cgan" else real
+        box = {"state": gan.initial_state()}
+
+        def run_once():
+            logs, box["state"] = step(box["state"], data)
+            return jax.block_until_ready(logs)
+
+        return run_once
+
+    return setup
+
+
 def workloads() -> list[Workload]:
     out = []
     for kind, name in (("gan", "dcgan_step_b128"), ("cgan", "cdcgan_step_b128")):
         out.append(Workload(name, "jax", _jax_setup(kind), items=1, unit="steps", section="4 GAN"))
         out.append(Workload(name, "torch", _torch_setup(kind), items=1, unit="steps", section="4 GAN"))
+        out.append(Workload(name, "keras", _keras_setup(kind), items=1, unit="steps", section="4 GAN"))
     return out

@@ -1,4 +1,7 @@
-"""Section 1.1 workloads: ImageNet-model inference (logits of a batch) at batch 1 / 8 / 32."""
+"""Section 1.1 workloads: ImageNet-model inference (logits of a batch) at batch 1 / 8 / 32.
+
+Keras: ``keras.applications.VGG16(weights=None)`` and ``model.predict_on_batch(x)`` on the NHWC
+batch, as Keras users run it (the result comes back as a NumPy array, so the call blocks)."""
 
 from __future__ import annotations
 
@@ -53,6 +56,30 @@ def _torch_setup(model: str, batch: int):
     return setup
 
 
+def keras_model(build, precision: str):
+    """``build()`` under the precision's Keras dtype policy (bfloat16: parameters and compute)."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        return build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _keras_setup(model: str, batch: int):
+    def setup(precision: str):
+        import ml_dtypes
+
+        from benchmarks import keras_models
+
+        net = keras_model(keras_models.MODELS[model], precision)
+        x = _inputs(batch).astype(ml_dtypes.bfloat16 if precision == "bfloat16" else np.float32)
+        return lambda: net.predict_on_batch(x)
+    return setup
+
+
 def workloads() -> list[Workload]:
     out = []
     for model in ("vgg16",):
@@ -60,4 +87,5 @@ def workloads() -> list[Workload]:
             name = f"{model}_infer_b{b}"
             out.append(Workload(name, "jax", _jax_setup(model, b), b, "images", "1.1"))
             out.append(Workload(name, "torch", _torch_setup(model, b), b, "images", "1.1"))
+            out.append(Workload(name, "keras", _keras_setup(model, b), b, "images", "1.1"))
     return out

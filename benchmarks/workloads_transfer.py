@@ -6,6 +6,9 @@ The torch side is the practical's loop body: ``vgg16.classifier = classifier[:-2
 so the torch VGG16 / AlexNet are written out layer by layer (same architecture, random weights: speed
 does not depend on the weight values). Both sides take a preprocessed 224x224 uint8 batch, so JPEG
 decoding and resizing (identical PIL code for both) are outside the timed region.
+
+Keras: the same normalization then ``keras.Model(vgg.input, vgg.get_layer("fc2").output)`` (AlexNet:
+``"fc7"``) and ``predict_on_batch``, as a Keras user extracts features (NHWC).
 """
 
 from __future__ import annotations
@@ -78,6 +81,32 @@ def _torch_setup(model: str, batch_size: int):
     return setup
 
 
+#: The Keras layer whose output is relu7 (Dense with ReLU): keras.applications' name / ours.
+KERAS_RELU7 = {"vgg16": "fc2", "alexnet": "fc7"}
+
+
+def _keras_setup(model: str, batch_size: int):
+    def setup(precision: str = "float32"):
+        import keras
+        import ml_dtypes
+
+        from benchmarks import keras_models
+        from benchmarks.workloads_inference import keras_model
+
+        net = keras_model(keras_models.MODELS[model], precision)
+        features = keras.Model(net.inputs, net.get_layer(KERAS_RELU7[model]).output)
+        dtype = ml_dtypes.bfloat16 if precision == "bfloat16" else np.float32
+        mean, std = np.asarray(MEAN, np.float32), np.asarray(STD, np.float32)
+        u8 = _batch(batch_size)
+
+        def run_once():  # ToTensor + Normalize (NumPy) + predict_on_batch
+            return features.predict_on_batch(((u8 / np.float32(255.0) - mean) / std).astype(dtype))
+
+        return run_once
+
+    return setup
+
+
 def workloads() -> list:
     out = []
     for model, sizes in (("vgg16", (8, 32)), ("alexnet", (32,))):
@@ -85,4 +114,5 @@ def workloads() -> list:
             name = f"{model}_relu7_features_b{bs}"
             out.append(Workload(name, "jax", _jax_setup(model, bs), bs, "images", "1.2"))
             out.append(Workload(name, "torch", _torch_setup(model, bs), bs, "images", "1.2"))
+            out.append(Workload(name, "keras", _keras_setup(model, bs), bs, "images", "1.2"))
     return out

@@ -8,6 +8,12 @@
   compiled iteration per call on CPU); the torch side is the practical's Python loop (its blur
   uses scipy on the CPU, as the practical's ``blur_image`` does). Items: iterations.
 
+Keras (saliency only): the network built with the functional API (``benchmarks.keras_models``), the
+gradient of the target logits w.r.t. the input taken with ``jax.grad`` over ``model.stateless_call``
+(the documented way to differentiate a Keras model on JAX), jitted, then |.| and max over channels.
+No Keras class-visualization row: the practical's loop (random jitter, in-place clamps, SciPy blur
+every 10 iterations) has no Keras idiom of its own; written out it would be the JAX loop again.
+
 Random weights (timing only). float32 only for the class-visualization loop (a bfloat16 run reports it
 as unsupported).
 """
@@ -180,12 +186,50 @@ def _torch_classvis(model: str, iters: int):
     return setup
 
 
+# ----------------------------------------------------------------------------- Keras 3 (JAX backend)
+
+
+def keras_saliency_fn(model):
+    """A jitted ``(trainable, non_trainable, x, targets) -> (N, H, W)`` saliency of a Keras model."""
+    import jax
+    import jax.numpy as jnp
+
+    def score(x, trainable, non_trainable, targets):
+        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        return jnp.sum(jnp.take_along_axis(logits, targets[:, None], axis=1))
+
+    @jax.jit
+    def saliency(trainable, non_trainable, x, targets):
+        return jnp.max(jnp.abs(jax.grad(score)(x, trainable, non_trainable, targets)), axis=-1)
+
+    return saliency
+
+
+def _keras_saliency(model: str):
+    def setup(precision: str):
+        import jax
+        import jax.numpy as jnp
+
+        from benchmarks import keras_models
+        from benchmarks.workloads_inference import keras_model
+
+        net = keras_model(keras_models.MODELS[model], precision)
+        fn = keras_saliency_fn(net)
+        trainable = [v.value for v in net.trainable_variables]
+        non_trainable = [v.value for v in net.non_trainable_variables]
+        x = jnp.asarray(_inputs(BATCH), jnp.bfloat16 if precision == "bfloat16" else jnp.float32)
+        t = jnp.asarray(_targets(BATCH), jnp.int32)
+        return lambda: jax.block_until_ready(fn(trainable, non_trainable, x, t))
+    return setup
+
+
 def workloads() -> list[Workload]:
     out = []
     for model in ("squeezenet1_1", "vgg16"):
         name = f"saliency_{model}_b{BATCH}"
         out.append(Workload(name, "jax", _jax_saliency(model), BATCH, "maps", "2"))
         out.append(Workload(name, "torch", _torch_saliency(model), BATCH, "maps", "2"))
+        out.append(Workload(name, "keras", _keras_saliency(model), BATCH, "maps", "2"))
         iters = CLASSVIS_ITERS[model]
         name = f"classvis_{model}_{iters}it"
         out.append(Workload(name, "jax", _jax_classvis(model, iters), iters, "iterations", "2"))
