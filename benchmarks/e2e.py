@@ -105,7 +105,7 @@ def plan(workload: str, data_dir: Path, out: Path, threads: int, smoke: bool) ->
                    "--no-cache", "--batch-size", "8", "--out", str(o["jax"]), *sub)
         torch = _script("transfer_torch_reference.py", "--data", str(scene), "--weights", w, "--batch-size", "8",
                         "--threads", t, "--out", str(o["torch"]), *sub)
-        return [Run(workload, "jax", jax, o["jax"], "results.json"),
+        return [Run(workload, "jax", jax, o["jax"], "details.json"),
                 Run(workload, "torch", torch, o["torch"], "summary.json")]
     raise ValueError(f"unknown workload {workload!r}")
 
@@ -156,10 +156,9 @@ def _numbers(run: Run) -> dict:
         data = json.loads(paths[0].read_text())
     except (IndexError, OSError, ValueError):
         return {}
-    if isinstance(data, list):  # rdfia-jax transfer's results.json: one row per table row
-        data = data[0] if data else {}
-    if isinstance(data, dict) and "rows" in data:
-        data = data["rows"][0] if data["rows"] else {}
+    if isinstance(data, dict) and isinstance(data.get("rows"), dict):  # rdfia-jax transfer's details.json
+        first = next(iter(data["rows"].values()), {})
+        data = {**{k: v for k, v in data.items() if k != "rows"}, **first}
     keep = NUMBERS[run.workload]
     flat: dict = {}
 
