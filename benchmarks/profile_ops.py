@@ -52,6 +52,7 @@ _HLO_PRIORITY = (
                "after-all", "tuple", "get-tuple-element", "parameter", "constant")),
 )
 _HLO_CATEGORY = {op: cat for cat, ops in _HLO_PRIORITY for op in ops}
+_FUSED_INDEXING = ("slice", "dynamic-slice", "pad", "reshape", "broadcast", "iota")
 _HLO_RANK = {op: i for i, (_, ops) in enumerate(_HLO_PRIORITY) for op in ops}
 
 
@@ -157,6 +158,10 @@ def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
                 inner = [o for c in called for o in fused_ops(c, set())]
                 inner = [o for o in inner if o[0] not in ("parameter", "constant", "tuple", "get-tuple-element",
                                                           "bitcast")]
+                # inside a loop fusion, slices, pads and broadcasts are index arithmetic: a fusion of
+                # slices and maxima is elementwise work, one of slices alone a copy
+                work = [o for o in inner if o[0] not in _FUSED_INDEXING]
+                inner = work or inner
                 if inner:
                     # the highest-priority fused op; among elementwise ones the last (the root)
                     main, tgt = min(reversed(inner), key=lambda o: _HLO_RANK.get(o[0], len(_HLO_PRIORITY) - 1.5))

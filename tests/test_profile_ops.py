@@ -78,3 +78,10 @@ def test_profile_torch_has_a_convolution_row():
     prof = P.profile_torch(run, steps=2, workload="tiny")
     assert prof.by_category()["convolution"] > 0.0
     assert any(r.op == "aten::convolution_backward" for r in prof.rows)
+
+
+def test_fusion_of_slices_and_maxima_is_elementwise():
+    f = jax.jit(lambda x: jnp.maximum(x[:, ::2], x[:, 1::2]) * 3.0)
+    _, ops = P.parse_hlo(f.lower(jnp.ones((4, 8), jnp.float32)).compile().as_text())
+    fusions = [o for o in ops.values() if o.opcode == "fusion"]
+    assert fusions and all(o.category == "elementwise" for o in fusions)
