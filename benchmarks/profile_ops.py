@@ -111,6 +111,7 @@ class HloOp:
     opcode: str
     main: str
     category: str
+    shape: str = ""  # the main op's result shape, and a convolution's window and dimension labels
 
 
 def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
@@ -119,7 +120,7 @@ def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
     m = re.search(r"^HloModule\s+([\w.\-]+)", text, re.M)
     if m:
         module = m.group(1)
-    comps: dict[str, list[tuple[str, str, list[str], str]]] = {}
+    comps: dict[str, list[tuple[str, str, list[str], str, str]]] = {}
     current: list | None = None
     for line in text.splitlines():
         cm = _COMP_RE.match(line)
@@ -131,20 +132,23 @@ def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
             continue
         im = _INSTR_RE.match(line)
         if im and current is not None:
-            name, _, opcode, rest = im.groups()
+            name, shape, opcode, rest = im.groups()
+            shape = re.sub(r"\{[^}]*\}", "", shape).strip()
+            if opcode == "convolution":
+                shape += " " + " ".join(re.findall(r"\b(?:window=\{[^}]*\}|dim_labels=\S+?)(?=[,\s]|$)", rest))
             called = []
             for c in _CALLS_RE.findall(rest):
                 called.extend(x.strip().lstrip("%") for x in c.split(",") if x.strip())
             tm = _TARGET_RE.search(rest)
-            current.append((name, opcode, called, tm.group(1) if tm else ""))
+            current.append((name, opcode, called, tm.group(1) if tm else "", shape))
 
-    def fused_ops(comp: str, seen: set[str]) -> list[tuple[str, str]]:
+    def fused_ops(comp: str, seen: set[str]) -> list[tuple[str, str, str]]:
         if comp in seen or comp not in comps:
             return []
         seen.add(comp)
         out = []
-        for _, opcode, called, target in comps[comp]:
-            out.append((opcode, target))
+        for _, opcode, called, target, shape in comps[comp]:
+            out.append((opcode, target, shape))
             if opcode in ("fusion",):
                 for c in called:
                     out.extend(fused_ops(c, seen))
@@ -152,7 +156,7 @@ def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
 
     ops: dict[str, HloOp] = {}
     for instrs in comps.values():
-        for name, opcode, called, target in instrs:
+        for name, opcode, called, target, shape in instrs:
             main, tgt = opcode, target
             if opcode == "fusion":
                 inner = [o for c in called for o in fused_ops(c, set())]
@@ -164,8 +168,9 @@ def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
                 inner = work or inner
                 if inner:
                     # the highest-priority fused op; among elementwise ones the last (the root)
-                    main, tgt = min(reversed(inner), key=lambda o: _HLO_RANK.get(o[0], len(_HLO_PRIORITY) - 1.5))
-            ops[name] = HloOp(name, opcode, main, hlo_category(main, tgt))
+                    main, tgt, shape = min(reversed(inner),
+                                           key=lambda o: _HLO_RANK.get(o[0], len(_HLO_PRIORITY) - 1.5))
+            ops[name] = HloOp(name, opcode, main, hlo_category(main, tgt), shape)
     return module, ops
 
 
@@ -330,7 +335,8 @@ def parse_jax_trace(trace_dir: str | Path, hlo: dict[str, dict[str, HloOp]], ste
     for key, n in calls.items():
         i = info(key)
         cat = i.category if i else guess_category(key[1])
-        detail = (i.opcode if i.opcode == i.main else f"{i.opcode}:{i.main}") if i else "?"
+        detail = ((i.opcode if i.opcode == i.main else f"{i.opcode}:{i.main}") + (f" {i.shape}" if i.shape else "")
+                  if i else "?")
         name = key[1] if len(modules) <= 1 else f"{key[0]}/{key[1]}"
         rows.append(Row(name, cat, detail, times.get(key, 0.0) / 1e3 / steps, n / steps))
     return rows
