@@ -1,6 +1,6 @@
 """max_pool as strided slices with a first-maximum VJP: values and gradients against lax.reduce_window
 (the previous formulation), torch's max_pool2d backward, a NumPy reference on ties, check_grads,
-and SqueezeNet / AlexNet / VGG16 saliency equal to the reduce_window formulation."""
+and SqueezeNet / AlexNet saliency equal to the reduce_window formulation."""
 
 import itertools
 import math
@@ -93,7 +93,7 @@ def test_check_grads_float64_and_dtypes():
     assert jax.grad(lambda v: max_pool(v, 3, 2, ceil_mode=True).sum())(xb).dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("name,size", [("squeezenet1_1", 65), ("alexnet", 67), ("vgg16", 32)])
+@pytest.mark.parametrize("name,size", [("squeezenet1_1", 33), ("alexnet", 63)])  # VGG16: 2x2 pools, in CASES
 def test_saliency_equals_the_reduce_window_formulation(name, size, monkeypatch):
     module = models.create(name, width=1 / 8, num_classes=7, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(module)
@@ -103,7 +103,11 @@ def test_saliency_equals_the_reduce_window_formulation(name, size, monkeypatch):
         g = jax.grad(lambda u: models.forward(graphdef, state, u)[0][:, 3].sum())(v)
         return jnp.max(jnp.abs(g), axis=-1)
 
-    logits, got = models.forward(graphdef, state, x)[0], saliency(x)
+    def both(v):
+        return models.forward(graphdef, state, v)[0], saliency(v)
+
+    logits, got = jax.jit(lambda v: both(v))(x)  # a fresh jit per formulation: traced with each max_pool
     monkeypatch.setattr(imagenet_models, "max_pool", reduce_window_pool)
-    np.testing.assert_array_equal(np.asarray(models.forward(graphdef, state, x)[0]), np.asarray(logits))
-    np.testing.assert_allclose(np.asarray(got), np.asarray(saliency(x)), rtol=1e-5, atol=1e-7)
+    ref_logits, ref = jax.jit(lambda v: both(v))(x)
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(ref_logits))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-7)
