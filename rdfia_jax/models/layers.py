@@ -3,6 +3,7 @@ space-to-depth and its inverse."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -50,6 +51,11 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, *, ceil_mode: bool = Fals
 
     With ``ceil_mode`` the output size is ceil((H - k) / s) + 1, dropping a last window that would
     start outside the input, as torch does; the partial window is padded with -inf.
+
+    Computed as the maximum of the window's ``window**2`` strided slices, with a VJP that gives each
+    output's gradient to the first maximal input of its window (row-major, torch's choice): XLA:CPU
+    runs ``lax.reduce_window`` and its select-and-scatter gradient several times slower
+    (``benchmarks/RESULTS.md``).
     """
     _, h, w, _ = x.shape
 
@@ -64,10 +70,53 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, *, ceil_mode: bool = Fals
     oh, ow = out_size(h), out_size(w)
     pad_h = max(0, (oh - 1) * stride + window - h)
     pad_w = max(0, (ow - 1) * stride + window - w)
-    # a Python scalar init: with an array constant, reduce_window's gradient fails under jit
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
-        ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    return _max_pool(x, window, stride, (oh, ow, pad_h, pad_w))
+
+
+def _window_slices(x: jnp.ndarray, window: int, stride: int, geometry: tuple[int, int, int, int]):
+    """(i, j, slice) for each window offset: the (N, oh, ow, C) inputs at offset (i, j) of every window."""
+    oh, ow, pad_h, pad_w = geometry
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
+    n, _, _, c = x.shape
+    for i in range(window):
+        for j in range(window):
+            yield i, j, jax.lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
+                                      (1, stride, stride, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, stride, geometry):
+    out = None
+    for _, _, s in _window_slices(x, window, stride, geometry):
+        out = s if out is None else jnp.maximum(out, s)
+    return out
+
+
+def _max_pool_fwd(x, window, stride, geometry):
+    y = _max_pool(x, window, stride, geometry)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, geometry, res, g):
+    x, y = res
+    n, h, w, c = x.shape
+    oh, ow, pad_h, pad_w = geometry
+    zero = jnp.zeros((), g.dtype)
+    taken = dx = None
+    for i, j, s in _window_slices(x, window, stride, geometry):
+        hit = s == y
+        hit = hit if taken is None else hit & ~taken  # the first maximum of each window only
+        taken = hit if taken is None else taken | hit
+        # this offset's gradients back at their input pixels: interior padding undoes the stride
+        part = jax.lax.pad(jnp.where(hit, g, zero), zero,
+                           ((0, 0, 0), (i, h + pad_h - i - (oh - 1) * stride - 1, stride - 1),
+                            (j, w + pad_w - j - (ow - 1) * stride - 1, stride - 1), (0, 0, 0)))
+        dx = part if dx is None else dx + part
+    return (dx[:, :h, :w, :],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
