@@ -104,15 +104,17 @@ class _LazyJit:
     starting a JAX backend, so users can still pick platforms or devices after importing.
     """
 
-    def __init__(self, fun: Callable, jit_kwargs: dict[str, Any]):
+    def __init__(self, fun: Callable, jit_kwargs: dict[str, Any], tuned_kernels: bool = True):
         functools.update_wrapper(self, fun)
         self._fun = fun
         self._jit_kwargs = jit_kwargs
+        self._tuned_kernels = tuned_kernels
         self._jitted: Callable | None = None
 
     def _get(self) -> Callable:
         if self._jitted is None:
-            self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._jit_kwargs)
+            options = compiler_options() if self._tuned_kernels else None
+            self._jitted = jax.jit(self._fun, compiler_options=options, **self._jit_kwargs)
         return self._jitted
 
     def __call__(self, *args, **kwargs):
@@ -124,18 +126,20 @@ class _LazyJit:
         return getattr(self._get(), name)
 
 
-def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
+def jit(fun: Callable | None = None, *, tuned_kernels: bool = True, **jit_kwargs) -> Callable:
     """``jax.jit(fun, **jit_kwargs)`` plus :func:`compiler_options`; usable as a decorator.
 
     Args:
       fun: the function to compile (omit to use ``@jit(static_argnums=...)`` as a decorator).
+      tuned_kernels: False compiles with XLA's default CPU kernels, for programs that run faster
+        without the YNNPACK fusions (:func:`rdfia_jax.models.cpu_tuned_kernels`).
       **jit_kwargs: passed to ``jax.jit`` (``static_argnums``, ``in_shardings``, ``donate_argnums`` ...).
     Returns:
       A callable with ``jax.jit``'s semantics (one compilation per static configuration).
     """
     if fun is None:
-        return functools.partial(jit, **jit_kwargs)
-    return _LazyJit(fun, jit_kwargs)
+        return functools.partial(jit, tuned_kernels=tuned_kernels, **jit_kwargs)
+    return _LazyJit(fun, jit_kwargs, tuned_kernels)
 
 
 class TraceCounter:

@@ -242,7 +242,8 @@ def test_forward_chunked_equals_forward(chunk):
         np.testing.assert_allclose(c_acts[name], acts[name], rtol=1e-5, atol=1e-5)
 
 
-def test_cpu_chunk_policy():
+def test_cpu_policy():
     assert jax.default_backend() == "cpu"
-    assert models.cpu_chunk("vgg16") == 1 and models.cpu_chunk("VGG16") == 1
-    assert models.cpu_chunk("alexnet") is None and models.cpu_chunk("squeezenet1_1") is None
+    assert all(models.cpu_chunk(n) is None for n in ("vgg16", "VGG16", "alexnet", "squeezenet1_1"))
+    assert not models.cpu_tuned_kernels("vgg16") and not models.cpu_tuned_kernels("VGG16")
+    assert models.cpu_tuned_kernels("alexnet") and models.cpu_tuned_kernels("squeezenet1_1")

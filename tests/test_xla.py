@@ -34,6 +34,29 @@ def test_options_are_probed_on_cpu():
         assert (opts is not None) == supported
 
 
+def test_tuned_kernels_off_compiles_with_xla_defaults(monkeypatch):
+    tuned_options = xla.compiler_options()  # probed (and cached) before the spy counts compilations
+    seen = []
+    real_jit = jax.jit
+
+    def spy(fun, **kwargs):
+        seen.append(kwargs.get("compiler_options"))
+        return real_jit(fun, **kwargs)
+
+    monkeypatch.setattr(xla.jax, "jit", spy)
+    x = jnp.arange(4.0, dtype=jnp.float32)
+    plain = xla.jit(lambda v: v * 2, tuned_kernels=False)
+
+    @xla.jit(tuned_kernels=False, static_argnums=1)
+    def scaled(v, k):
+        return v * k
+
+    tuned = xla.jit(lambda v: v * 2)
+    np.testing.assert_array_equal(plain(x), tuned(x))
+    np.testing.assert_array_equal(scaled(x, 3), x * 3)
+    assert seen == [None, tuned_options, None]
+
+
 def test_jit_matches_plain_jit_on_a_conv_gradient():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((8, 14, 14, 32)), jnp.float32)

@@ -105,10 +105,21 @@ def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jnp.ndarray, capture: t
     return nnx.merge(graphdef, state)(x, capture=capture, dropout_key=dropout_key)
 
 
-#: Images per sequential chunk when a model runs a large batch on the CPU (see :func:`forward_chunked`):
-#: XLA:CPU's VGG16 costs more per image at batch 2-16 than one image at a time; AlexNet is the other
-#: way round, so it is not chunked. Measurements: ``benchmarks/RESULTS.md`` (change 3).
-CPU_CHUNK = {"vgg16": 1}
+#: Images per sequential chunk when a model runs a large batch on the CPU (see :func:`forward_chunked`).
+#: Empty since 2026-12-02: VGG16 was run one image at a time because its batched program was slow
+#: with the YNNPACK fusions; with XLA's default kernels (:data:`CPU_XLA_KERNELS`) the batched program
+#: is faster per image than the chunks. Measurements: ``benchmarks/RESULTS.md``.
+CPU_CHUNK: dict[str, int] = {}
+
+#: Models whose forward passes compile faster programs on the CPU with XLA's default kernels than
+#: with the YNNPACK fusions of :func:`rdfia_jax.xla.compiler_options` (``benchmarks/RESULTS.md``).
+CPU_XLA_KERNELS = frozenset({"vgg16"})
+
+
+def cpu_tuned_kernels(name: str) -> bool:
+    """Whether ``name``'s forward passes should be compiled with rdfia-jax's tuned CPU kernels
+    (``xla.jit(..., tuned_kernels=...)``); off the CPU the choice does not matter."""
+    return canonical_name(name) not in CPU_XLA_KERNELS
 
 
 def cpu_chunk(name: str) -> int | None:

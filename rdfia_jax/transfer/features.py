@@ -35,7 +35,7 @@ from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.data.transforms import RESIZE_MODES, prepare_images
-from rdfia_jax.models import Network, cpu_chunk, forward_chunked
+from rdfia_jax.models import Network, cpu_chunk, cpu_tuned_kernels, forward_chunked
 from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
@@ -123,7 +123,7 @@ class FeatureExtractor:
             _, acts = forward_chunked(graphdef, state, prep.normalize(x), layers_, chunk=chunk)
             return tuple(acts[l].reshape(acts[l].shape[0], -1).astype(jnp.float32) for l in layers_)
 
-        self._fn = xla.jit(self.traces.wrap(features, "features"),
+        self._fn = xla.jit(self.traces.wrap(features, "features"), tuned_kernels=cpu_tuned_kernels(network.name),
                            in_shardings=(parallel.replicated(mesh), self.batch_sharding),
                            out_shardings=self.batch_sharding)
 
