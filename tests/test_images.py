@@ -239,6 +239,21 @@ def test_resize_numbers_unchanged_by_the_merge():
     np.testing.assert_array_equal(small[..., 0], BEFORE_CROP4)
 
 
+def test_gray_images_resize_as_one_channel_equal_to_their_rgb_copy():
+    from rdfia_jax.data.transforms import resize_array
+
+    rng = np.random.default_rng(21)
+    for shape in ((256, 256), (220, 300, 1), (301, 199), (45, 31, 1)):
+        gray = rng.integers(0, 256, shape, dtype=np.uint8)
+        rgb = np.repeat(gray.reshape(shape[:2])[..., None], 3, axis=-1)
+        for mode, size in (("resize", 224), ("crop", 224), ("crop", 112)):
+            fast = resize_array(gray, mode, size)
+            assert fast.shape == (size, size, 3) and fast.dtype == np.uint8
+            np.testing.assert_array_equal(fast, resize_array(rgb, mode, size), err_msg=f"{shape} {mode} {size}")
+    with pytest.raises(RdfiaError, match="unknown resize mode"):
+        resize_array(gray, "stretch")
+
+
 # ----------------------------------------------------------------------------- batched evaluation
 
 
