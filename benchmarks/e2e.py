@@ -253,7 +253,8 @@ def to_markdown(results: dict) -> str:
         sp = f"**{t['wall_s'] / j['wall_s']:.2f}x**" if ok else "-"
 
         def nums(r):
-            return ", ".join(f"{k} {v:.4g}" for k, v in (r or {}).get("numbers", {}).items()) or "-"
+            return ", ".join(f"{k} {int(v):,}" if float(v).is_integer() else f"{k} {v:.4g}"
+                             for k, v in (r or {}).get("numbers", {}).items()) or "-"
         mode = (j or t)["mode"] + ("" if (j or t)["mode"] == "sequential" else ", 1 core each")
         lines.append(f"| {w} | {mode} | {wall(j)} | {wall(t)} | {sp} | {(j or {}).get('cpu_s', '-')} / "
                      f"{(t or {}).get('cpu_s', '-')} | {(j or {}).get('peak_mib', '-')} / {(t or {}).get('peak_mib', '-')} "
