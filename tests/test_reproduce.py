@@ -249,6 +249,51 @@ def test_interrupted_section_restarts_or_resumes_and_partial_report(tmp_path, fa
     assert calls == [(3, False)] and not (out / "section3" / "checkpoint").exists()
 
 
+def test_wall_time_is_written_while_running_and_adds_up_over_resumed_invocations(tmp_path, fake_sections,
+                                                                                 monkeypatch):
+    """A kill loses at most one heartbeat of the section's measured time; --resume adds its own to it."""
+    adapters, calls = fake_sections
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.05)
+    out = tmp_path / "rep"
+    seen: list[float] = []
+
+    def slow_then_killed(budget, ctx):
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # until the heartbeat has written a time of at least 0.3 s
+            rec = json.loads((ctx.out / "section.json").read_text())
+            if rec["wall_s"] >= 0.3:
+                seen.append(rec["wall_s"])
+                break
+            time.sleep(0.02)
+        raise SystemExit("killed")  # not caught by the runner: the record on disk is the heartbeat's last
+
+    monkeypatch.setitem(adapters, 3, slow_then_killed)
+    with pytest.raises(SystemExit):
+        runner.reproduce("smoke", (3,), out=out, log=_quiet)
+    assert seen and seen[0] >= 0.3, "the heartbeat never wrote the elapsed time"
+    killed = json.loads((out / "section3" / "section.json").read_text())
+    time.sleep(0.2)
+    assert json.loads((out / "section3" / "section.json").read_text()) == killed, "the heartbeat outlived its section"
+    assert killed["status"] == "running" and killed["invocations"] == 1 and 0.3 <= killed["wall_s"] < 5.0
+
+    monkeypatch.setitem(adapters, 3, _fake_adapter(3, calls))
+    lines: list[str] = []
+    res = runner.reproduce("smoke", (3,), out=out, resume=True, log=lines.append)
+    rec = res["records"][3]
+    assert rec["status"] == "ok" and rec["invocations"] == 2 and rec["started"] == killed["started"]
+    assert killed["wall_s"] <= rec["wall_s"] < killed["wall_s"] + 5.0
+    assert any(f"{killed['wall_s']:.1f} s measured before" in ln for ln in lines), lines
+    md = (out / "report.md").read_text()
+    assert f"| 3 | ok | {rec['wall_s']:.1f} | 2 |" in md
+
+    # a fresh start (no --resume) measures from zero again
+    rec = json.loads((out / "section3" / "section.json").read_text())
+    rec["status"] = "running"
+    (out / "section3" / "section.json").write_text(json.dumps(rec))
+    res = runner.reproduce("smoke", (3,), out=out, log=_quiet)
+    assert res["records"][3]["invocations"] == 1 and res["records"][3]["wall_s"] < killed["wall_s"]
+
+
 def test_changed_settings_rerun_the_section_and_say_what_changed(tmp_path, fake_sections):
     _, calls = fake_sections
     out = tmp_path / "rep"

@@ -115,6 +115,7 @@ def summary_rows(records: dict) -> list[dict]:
         out.append({"section": s, "title": title, "status": status,
                     "wall_s": rec.get("wall_s", 0.0) if rec else 0.0, **counts,
                     "load": " / ".join(f"{v:.1f}" for v in load) if load else "—",
+                    "invocations": int((rec or {}).get("invocations") or 1),
                     "error": (rec or {}).get("error") or ""})
     return out
 
@@ -176,10 +177,12 @@ def build_markdown(budget, records: dict, env: dict) -> str:
             L.append(f"[{f['path']}]({path})" if f["kind"] == "text" else f"![{_md_escape(f['caption'])}]({path})")
     L += ["", "## Environment", "", "| | |", "| --- | --- |"]
     L += [f"| {k} | {_md_escape(v)} |" for k, v in env.items()]
-    L += ["", "## Time per section", "", "| section | status | wall time (s) | load average at its end (1/5/15 min) |",
-          "| --- | --- | --- | --- |"]
+    L += ["", "## Time per section", "", "Wall time over every invocation that worked on the section (more than one: "
+          "continued with `--resume` after a kill).", "",
+          "| section | status | wall time (s) | invocations | load average at its end (1/5/15 min) |",
+          "| --- | --- | --- | --- | --- |"]
     for r in summary_rows(records):
-        L.append(f"| {r['section']} | {r['status']} | {r['wall_s']:.1f} | {r['load']} |")
+        L.append(f"| {r['section']} | {r['status']} | {r['wall_s']:.1f} | {r['invocations']} | {r['load']} |")
     return "\n".join(L) + "\n"
 
 
@@ -246,10 +249,11 @@ def build_html(out: Path, budget, records: dict, env: dict) -> str:
                 H.append(f"<figure>{cap}<img alt='{e(f['caption'])}' src='data:image/png;base64,{data}'></figure>")
     H.append("<h2>Environment</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
                                                      for k, v in env.items()) + "</table>")
-    H.append("<h2>Time per section</h2><table><tr><th>section</th><th>status</th><th>wall time (s)</th>"
-             "<th>load average at its end (1/5/15 min)</th></tr>"
+    H.append("<h2>Time per section</h2><p>Wall time over every invocation that worked on the section (more than "
+             "one: continued with <code>--resume</code> after a kill).</p><table><tr><th>section</th><th>status</th>"
+             "<th>wall time (s)</th><th>invocations</th><th>load average at its end (1/5/15 min)</th></tr>"
              + "".join(f"<tr><td>{r['section']}</td><td>{e(r['status'])}</td><td>{r['wall_s']:.1f}</td>"
-                       f"<td>{r['load']}</td></tr>"
+                       f"<td>{r['invocations']}</td><td>{r['load']}</td></tr>"
                        for r in summary_rows(records)) + "</table></body></html>")
     return "\n".join(H) + "\n"
 

@@ -13,7 +13,9 @@ fingerprint (budget, data folder, converted weights present) is unchanged, rerun
 sections whose fingerprint changed, and rebuilds the report. A section left "running" by a kill is
 started again from scratch, or continued from its checkpoints with ``resume=True`` (``--resume``: the
 DANN and GAN runs restart from their last checkpoint). A different budget in an existing folder is
-refused with an error naming both.
+refused with an error naming both. A section's ``wall_s`` is its time over every invocation that
+worked on it (``invocations``): while it runs, the elapsed time is written every :data:`HEARTBEAT_S`
+seconds, so a continued section adds its new time to what the killed one had measured.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib
 import json
 import os
 import shutil
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -40,6 +43,7 @@ SECTIONS = {
     4: "Generative adversarial networks (DCGAN, cDCGAN)",
 }
 FOLDER_FILE = "reproduce.json"
+HEARTBEAT_S = 30.0  # how often a running section's elapsed time is written (a kill loses at most this much)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +134,25 @@ def _check_folder(out: Path, budget: budgets.Budget, data_dir: str | None) -> No
                        "updated": _now()})
 
 
+class _Heartbeat:
+    """Rewrites a running section's record with its elapsed time every :data:`HEARTBEAT_S` seconds."""
+
+    def __init__(self, path: Path, record: dict, elapsed: Callable[[], float]):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(path, record, elapsed), daemon=True,
+                                        name="reproduce-heartbeat")
+        self._thread.start()
+
+    def _beat(self, path, record, elapsed) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            _write_json(path, {**record, "wall_s": round(elapsed(), 2)})
+
+    def stop(self) -> None:
+        """Stop, and wait for a write in progress (the caller's next write is then the last)."""
+        self._stop.set()
+        self._thread.join()
+
+
 def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: str | None, resume: bool,
                 log: Callable[[str], None] = print) -> dict:
     """Run (or reuse) one section; returns its section.json record. Never raises for a failing section."""
@@ -143,7 +166,8 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
     continuing = False
     if folder.exists():
         if resume and prev and prev.get("status") in ("running", "failed") and prev.get("fingerprint") == fp:
-            log(f"[reproduce] {name}: continuing the interrupted run (--resume)")
+            log(f"[reproduce] {name}: continuing the interrupted run (--resume, {float(prev.get('wall_s') or 0):.1f} s "
+                "measured before)")
             continuing = True
         else:
             why = (f"settings changed: {_changes(prev.get('fingerprint') or {}, fp)}"
@@ -152,24 +176,30 @@ def run_section(section: int, budget: budgets.Budget, out: Path, *, data_dir: st
             log(f"[reproduce] {name}: starting again from scratch ({why}; its old outputs are removed)")
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    before_s = float(prev.get("wall_s") or 0.0) if continuing else 0.0
     record = {"section": section, "title": SECTIONS[section], "status": "running", "error": None,
-              "budget": budget.name, "fingerprint": fp, "started": _now(), "finished": None, "wall_s": 0.0,
-              "result": None}
+              "budget": budget.name, "fingerprint": fp, "started": (prev.get("started") or _now()) if continuing else _now(),
+              "finished": None, "wall_s": before_s,
+              "invocations": int(prev.get("invocations") or 1) + 1 if continuing else 1, "result": None}
     _write_json(folder / "section.json", record)
     log(f"[reproduce] {name}: started (budget {budget.name})")
     t0 = time.perf_counter()
+    heartbeat = _Heartbeat(folder / "section.json", record, lambda: before_s + time.perf_counter() - t0)
     try:
-        record["result"] = adapter(section)(budget, SectionContext(folder, data_dir, continuing))
-        record["status"] = "ok"
+        try:
+            record["result"] = adapter(section)(budget, SectionContext(folder, data_dir, continuing))
+            record["status"] = "ok"
+        finally:
+            heartbeat.stop()
     except KeyboardInterrupt:
-        record.update(status="running", error="interrupted", wall_s=round(time.perf_counter() - t0, 2))
+        record.update(status="running", error="interrupted", wall_s=round(before_s + time.perf_counter() - t0, 2))
         _write_json(folder / "section.json", record)
         raise
     except Exception as err:  # noqa: BLE001 -- a failing section is reported, the others go on
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()
-    record["wall_s"] = round(time.perf_counter() - t0, 2)
+    record["wall_s"] = round(before_s + time.perf_counter() - t0, 2)
     record["finished"] = _now()
     record["load_avg"] = [round(v, 2) for v in os.getloadavg()]  # 1/5/15 min: contention during the section
     _write_json(folder / "section.json", record)
