@@ -53,6 +53,12 @@ def test_bad_sizes_raise():
         sweeps.sweep_runs("nz5")
 
 
+def test_variants_sweep_is_the_report_sweep_without_the_default_run():
+    report, variants = sweeps.sweep_runs("report"), sweeps.sweep_runs("variants")
+    assert report[0] == ("default", {}) and variants == report[1:]
+    assert all(changes for _, changes in variants)  # each one differs from the default configuration
+
+
 # ----------------------------------------------------------------------------- reformulations
 def _torch_conv_transpose(x, w, stride, padding):
     """PyTorch ConvTranspose2d by its definition (scatter), numpy float64; w (k, k, in, out)."""

@@ -31,7 +31,8 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
                    "like noise and its numbers are meaningless")
     p.add_argument("--sweep", default=None, metavar="NAME",
                    help="run one of the report's experiments instead of a single run: nz (10/100/1000), epochs (30), "
-                   "lr (x100, /100), ngf (256), or report (all of them plus the default); writes results.md/csv to --out")
+                   "lr (x100, /100), ngf (256), report (all of them plus the default), or variants (report without the "
+                   "default); writes results.md/csv to --out")
     p.add_argument("--samples", type=int, default=0, metavar="N", help="write N generated images to --samples-out")
     p.add_argument("--samples-out", default=None, metavar="FILE.npz",
                    help="npz for --samples: 'images' uint8 (N,32,32,1)" + (", 'labels'" if kind == "cgan" else ""))

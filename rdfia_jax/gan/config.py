@@ -161,6 +161,9 @@ SWEEPS["report"] = [
     ("default", {}), ("nz10", {"nz": 10}), ("nz1000", {"nz": 1000}), ("epochs30", {"epochs": 30}),
     ("lr_x100", {"lr_d": 2e-2, "lr_g": 5e-2}), ("lr_div100", {"lr_d": 2e-6, "lr_g": 5e-6}), ("ngf256", {"ngf": 256}),
 ]
+# The report's runs without the default one: for callers that train the default run themselves
+# (`rdfia-jax reproduce`), so the same run is not trained twice.
+SWEEPS["variants"] = [run for run in SWEEPS["report"] if run[0] != "default"]
 
 
 def sweep_runs(name: str) -> list[tuple[str, dict]]:
