@@ -57,8 +57,7 @@ def vgg16_rate(batch: int, repeats: int) -> float:
     graphdef, state = nnx.split(models.create("vgg16", dtype=jnp.bfloat16))
     state = jax.tree.map(lambda a: a.astype(jnp.bfloat16), state)
     x = jax.random.normal(jax.random.key(1), (batch, 224, 224, 3), jnp.bfloat16)
-    chunk = models.cpu_chunk("vgg16")  # None off the CPU
-    forward = xla.jit(lambda s, v: models.forward_chunked(graphdef, s, v, chunk=chunk)[0],
+    forward = xla.jit(lambda s, v: models.forward(graphdef, s, v)[0],
                       tuned_kernels=models.cpu_tuned_kernels("vgg16"))
     seconds = _median_seconds(lambda: forward(state, x).block_until_ready(), repeats)
     return batch / seconds

@@ -29,8 +29,7 @@ def _jax_setup(model: str, batch: int):
         graphdef, state = nnx.split(models.create(model, dtype=dtype))
         state = jax.tree.map(lambda a: a.astype(dtype), state)
         x = jnp.asarray(_inputs(batch), dtype)
-        chunk = models.cpu_chunk(model)  # as rdfia-jax predict runs it
-        fn = xla.jit(lambda s, v: models.forward_chunked(graphdef, s, v, chunk=chunk)[0],
+        fn = xla.jit(lambda s, v: models.forward(graphdef, s, v)[0],  # as rdfia-jax predict runs it
                      tuned_kernels=models.cpu_tuned_kernels(model))
         return lambda: fn(state, x).block_until_ready()
     return setup

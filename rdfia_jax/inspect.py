@@ -95,11 +95,10 @@ def predict(network: models.Network, images_uint8: np.ndarray, sources: Sequence
       One :class:`Prediction` per image.
     """
     graphdef, prep = network.graphdef, network.preprocessing
-    images_per_chunk = models.cpu_chunk(network.name)
 
     @xla.jit(tuned_kernels=models.cpu_tuned_kernels(network.name))
     def top_k(state, batch):
-        logits, _ = models.forward_chunked(graphdef, state, prep.normalize(batch), chunk=images_per_chunk)
+        logits, _ = models.forward(graphdef, state, prep.normalize(batch))
         probs = jax.nn.softmax(logits, axis=-1)
         return jax.lax.top_k(probs, k)
 

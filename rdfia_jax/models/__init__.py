@@ -105,12 +105,6 @@ def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jnp.ndarray, capture: t
     return nnx.merge(graphdef, state)(x, capture=capture, dropout_key=dropout_key)
 
 
-#: Images per sequential chunk when a model runs a large batch on the CPU (see :func:`forward_chunked`).
-#: Empty since 2026-12-02: VGG16 was run one image at a time because its batched program was slow
-#: with the YNNPACK fusions; with XLA's default kernels (:data:`CPU_XLA_KERNELS`) the batched program
-#: is faster per image than the chunks. Measurements: ``benchmarks/RESULTS.md``.
-CPU_CHUNK: dict[str, int] = {}
-
 #: Models whose forward passes compile faster programs on the CPU with XLA's default kernels than
 #: with the YNNPACK fusions of :func:`rdfia_jax.xla.compiler_options` (``benchmarks/RESULTS.md``).
 CPU_XLA_KERNELS = frozenset({"vgg16"})
@@ -122,19 +116,16 @@ def cpu_tuned_kernels(name: str) -> bool:
     return canonical_name(name) not in CPU_XLA_KERNELS
 
 
-def cpu_chunk(name: str) -> int | None:
-    """The chunk size :data:`CPU_CHUNK` gives ``name`` when JAX's default backend is the CPU, else None."""
-    return CPU_CHUNK.get(canonical_name(name)) if jax.default_backend() == "cpu" else None
-
-
 def forward_chunked(graphdef: nnx.GraphDef, state: nnx.State, x: jnp.ndarray, capture: tuple[str, ...] = (),
                     chunk: int | None = None):
     """:func:`forward` over consecutive chunks of ``chunk`` images inside one ``lax.map``.
 
     One compiled program whatever the batch size, results equal to :func:`forward` (up to float
-    rounding); useful where a backend's kernels are slower per image at larger batches (VGG16 on
-    XLA:CPU, :data:`CPU_CHUNK`). Falls back to one :func:`forward` call when ``chunk`` is None,
-    covers the whole batch or does not divide it.
+    rounding), with the activations of one chunk alive at a time: it bounds memory, and it is how
+    ``benchmarks/vgg16_kernels_ab.py`` compares batched and chunked programs (no model is chunked by
+    default since VGG16 runs batched on XLA's default CPU kernels, :data:`CPU_XLA_KERNELS`). Falls
+    back to one :func:`forward` call when ``chunk`` is None, covers the whole batch or does not
+    divide it.
 
     Returns:
       ``(logits, {name: activation})`` as :func:`forward`.

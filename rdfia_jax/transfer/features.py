@@ -35,7 +35,7 @@ from rdfia_jax import parallel
 from rdfia_jax.errors import RdfiaError
 from rdfia_jax.fileio import atomic_path
 from rdfia_jax.data.transforms import RESIZE_MODES, prepare_images
-from rdfia_jax.models import Network, cpu_chunk, cpu_tuned_kernels, forward_chunked
+from rdfia_jax.models import Network, cpu_tuned_kernels, forward
 from rdfia_jax.progress import Progress
 from rdfia_jax import xla
 
@@ -113,14 +113,12 @@ class FeatureExtractor:
         self.state = parallel.replicate(network.state, mesh)
         self.traces = xla.TraceCounter()  # counts compilations: tests assert one per shape
         graphdef, prep, layers_ = network.graphdef, network.preprocessing, self.layers
-        # Sequential chunks only on one device: a lax.map over a batch-sharded axis would gather it.
-        chunk = cpu_chunk(network.name) if n_dev == 1 else None
 
         def features(state, images_u8):
             x = images_u8.astype(jnp.float32) / jnp.float32(255.0)
             if x.shape[-1] == 1:  # grayscale -> the 3 channels ImageNet models expect
                 x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
-            _, acts = forward_chunked(graphdef, state, prep.normalize(x), layers_, chunk=chunk)
+            _, acts = forward(graphdef, state, prep.normalize(x), layers_)
             return tuple(acts[l].reshape(acts[l].shape[0], -1).astype(jnp.float32) for l in layers_)
 
         self._fn = xla.jit(self.traces.wrap(features, "features"), tuned_kernels=cpu_tuned_kernels(network.name),
