@@ -9,7 +9,7 @@ estimate, not a measurement. This script makes the estimate reproducible and say
    runs' ``summary.json``).
 2. **What each hot program costs**: its FLOPs and bytes from XLA's cost analysis of the jitted
    program (the same functions the CLI runs, lowered for the shapes the run used).
-3. **A roofline for one H100 SXM** (the lent machine's GPU): TF32 tensor-core rate (JAX's default
+3. **A roofline for one H200 SXM** (the lent machine's GPU): TF32 tensor-core rate (JAX's default
    precision for float32 matrix products and convolutions on that GPU) and HBM bandwidth, each at a
    stated efficiency, plus a fixed cost per call (dispatch, host-to-device copy of the batch). Three
    settings, ``optimistic`` / ``expected`` / ``pessimistic``, bracket the answer.
@@ -34,9 +34,10 @@ import json
 import sys
 from pathlib import Path
 
-# One H100 SXM (NVIDIA's datasheet, dense rates): what the device tool lends.
+# One H200 SXM (NVIDIA's datasheet, dense rates): what the device tool lends. Its tensor cores are
+# the H100's; its HBM3e is faster (4.8 against 3.35 TB/s).
 PEAK_TF32_FLOPS = 494.7e12
-PEAK_HBM_BYTES = 3.35e12
+PEAK_HBM_BYTES = 4.8e12
 
 
 @dataclasses.dataclass(frozen=True)
