@@ -134,7 +134,8 @@ BUDGETS = {
         S4Budget(dataset="mnist", epochs=1, batch_size=128, score_samples=2000)),
     "full": Budget(
         "full", "everything the report has: every transfer row, DANN over 3 seeds and its variants, the GAN "
-        "sweeps and the conditional DCGAN (hours on a CPU)",
+        "sweeps and the conditional DCGAN (hours on a CPU; measured times and the expected GPU time: "
+        "benchmarks/RESULTS.md)",
         S1Budget(photos="val25", transfer=True, settings=("relu7-resize", "relu7-crop", "relu6", "alexnet-cut1",
                                                         "alexnet-cut2", "c-sweep", "pca", "fc-head")),
         S2Budget(dataset="mnist", n_images=1000, fool_images=200, classvis_iters=200, classvis_seeds=10,
